@@ -1,0 +1,219 @@
+"""Scaled dot-product and multi-head attention (Vaswani et al., 2017, §3.2), with masks.
+
+Masks are boolean, True where attention is allowed, shaped to broadcast against
+`[batch, heads, query_length, key_length]`. A query row with nothing to attend to
+(fully masked) gets all-zero weights and a zero output, never NaN.
+"""
+import functools
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from transformer_jax import positional
+
+# ---------------------------------------------------------------------------- masks
+
+
+def make_attention_mask(query_valid: jnp.ndarray, key_valid: jnp.ndarray) -> jnp.ndarray:
+  """[batch, q] and [batch, k] booleans -> [batch, 1, q, k]: both ends valid."""
+  return (query_valid[:, None, :, None] & key_valid[:, None, None, :])
+
+
+def make_padding_mask(query_tokens: jnp.ndarray, key_tokens: jnp.ndarray, pad_id: int = 0) -> jnp.ndarray:
+  """Mask of [batch, 1, q, k] that hides padding on either side."""
+  return make_attention_mask(query_tokens != pad_id, key_tokens != pad_id)
+
+
+def make_causal_mask(length: int) -> jnp.ndarray:
+  """[1, 1, length, length]: query i may attend to keys 0..i."""
+  return jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))[None, None]
+
+
+def make_segment_mask(query_segments: jnp.ndarray, key_segments: jnp.ndarray) -> jnp.ndarray:
+  """[batch, 1, q, k]: packed examples attend only within their own segment."""
+  return query_segments[:, None, :, None] == key_segments[:, None, None, :]
+
+
+def combine_masks(*masks: Optional[jnp.ndarray]) -> Optional[jnp.ndarray]:
+  """Logical AND of the masks that are not None (None if all are)."""
+  masks = [m for m in masks if m is not None]
+  if not masks:
+    return None
+  return functools.reduce(jnp.logical_and, masks)
+
+
+# ------------------------------------------------------------------- the attention op
+
+
+def dot_product_attention(query: jnp.ndarray,
+                          key: jnp.ndarray,
+                          value: jnp.ndarray,
+                          mask: Optional[jnp.ndarray] = None,
+                          bias: Optional[jnp.ndarray] = None,
+                          *,
+                          scale: Optional[float] = None,
+                          dropout_rate: float = 0.0,
+                          dropout_rng: Optional[jax.Array] = None,
+                          deterministic: bool = True):
+  """softmax(Q Kᵀ · scale + bias) V over each head.
+
+  Args:
+    query: [batch, q, heads, d_k].
+    key: [batch, k, heads, d_k].
+    value: [batch, k, heads, d_v].
+    mask: boolean, broadcastable to [batch, heads, q, k]; True = may attend.
+    bias: additive, broadcastable to [batch, heads, q, k] (e.g. relative positions).
+    scale: logit multiplier; None is the paper's 1/sqrt(d_k), 1.0 disables scaling.
+    dropout_rate: dropout on the attention weights.
+    dropout_rng: key for that dropout (needed when not deterministic and rate > 0).
+    deterministic: no dropout when True.
+
+  Returns:
+    (output [batch, q, heads, d_v] in value's dtype, weights [batch, heads, q, k] float32).
+  """
+  if scale is None:
+    scale = query.shape[-1] ** -0.5
+  # Logits and softmax in float32 whatever the compute dtype.
+  logits = jnp.einsum('bqhd,bkhd->bhqk', query, key, preferred_element_type=jnp.float32) * scale
+  if bias is not None:
+    logits = logits + bias.astype(jnp.float32)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(logits, axis=-1)
+  if mask is not None:
+    # A fully masked row was a softmax over equal huge negatives (uniform): zero it.
+    weights = weights * mask
+  if not deterministic and dropout_rate > 0.0:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+  output = jnp.einsum('bhqk,bkhd->bqhd', weights.astype(value.dtype), value)
+  return output, weights
+
+
+# ------------------------------------------------------------------------ the module
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head attention: self (inputs_kv None), cross, or causal (through `mask`).
+
+  With `decode=True` it keeps a key/value cache in the 'cache' collection. The first
+  call (made with full-length inputs, e.g. by `init_cache`) only creates the cache;
+  each later call takes one new query position. For cross-attention the projected
+  encoder keys/values are stored once, when the cache is created, and reused.
+
+  Attributes:
+    num_heads: h.
+    head_dim: d_k, per-head query/key size.
+    value_dim: d_v, per-head value size; None means head_dim.
+    out_dim: output features; None means the input's feature size.
+    dropout_rate: dropout on the attention weights.
+    scale: logit scale; None is 1/sqrt(d_k).
+    rotary: apply RoPE to queries and keys (self-attention only).
+    rope_max_wavelength: RoPE frequency base.
+    decode: keep a key/value cache for one-position-per-call decoding.
+    dtype: compute dtype; param_dtype: parameter dtype.
+  """
+  num_heads: int
+  head_dim: int
+  value_dim: Optional[int] = None
+  out_dim: Optional[int] = None
+  dropout_rate: float = 0.0
+  scale: Optional[float] = None
+  rotary: bool = False
+  rope_max_wavelength: float = 10_000.0
+  decode: bool = False
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+  kernel_init: nn.initializers.Initializer = nn.initializers.xavier_uniform()
+
+  def _project(self, x, dim, name):
+    return nn.DenseGeneral((self.num_heads, dim), dtype=self.dtype, param_dtype=self.param_dtype,
+                           kernel_init=self.kernel_init, name=name)(x)
+
+  @nn.compact
+  def __call__(self,
+               inputs_q: jnp.ndarray,
+               inputs_kv: Optional[jnp.ndarray] = None,
+               mask: Optional[jnp.ndarray] = None,
+               bias: Optional[jnp.ndarray] = None,
+               *,
+               positions: Optional[jnp.ndarray] = None,
+               deterministic: bool = True) -> jnp.ndarray:
+    """Attends from `inputs_q` [batch, q, features] to `inputs_kv` [batch, k, features].
+
+    Args:
+      inputs_q: queries' source.
+      inputs_kv: keys' and values' source; None for self-attention.
+      mask: boolean [batch | 1, heads | 1, q, k]; in decode steps, the padding mask
+        against the cache (causality is added here).
+      bias: additive logit bias.
+      positions: [batch, q] positions for RoPE (self-attention; keys share them).
+      deterministic: disables attention dropout.
+
+    Returns:
+      [batch, q, out_dim].
+    """
+    is_cross = inputs_kv is not None
+    value_dim = self.value_dim or self.head_dim
+    query = self._project(inputs_q, self.head_dim, 'query')
+    if is_cross and self.decode:
+      key, value = self._cross_cache(inputs_kv, value_dim)
+    else:
+      source = inputs_kv if is_cross else inputs_q
+      key = self._project(source, self.head_dim, 'key')
+      value = self._project(source, value_dim, 'value')
+    if self.rotary and not is_cross:
+      if positions is None:
+        positions = self._default_positions(inputs_q)
+      query = positional.apply_rotary(query, positions, self.rope_max_wavelength)
+      key = positional.apply_rotary(key, positions, self.rope_max_wavelength)
+    if self.decode and not is_cross:
+      key, value, mask = self._self_cache(key, value, mask)
+
+    dropout_rng = None
+    if not deterministic and self.dropout_rate > 0.0:
+      dropout_rng = self.make_rng('dropout')
+    output, weights = dot_product_attention(
+        query, key, value, mask, bias, scale=self.scale, dropout_rate=self.dropout_rate,
+        dropout_rng=dropout_rng, deterministic=deterministic)
+    self.sow('intermediates', 'attention_weights', weights)
+    out_dim = self.out_dim or inputs_q.shape[-1]
+    return nn.DenseGeneral(out_dim, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
+                           kernel_init=self.kernel_init, name='out')(output)
+
+  def _default_positions(self, inputs_q):
+    """0..q-1, or in a decode step the cache index (the number of positions cached)."""
+    if self.decode and self.has_variable('cache', 'cache_index'):
+      index = self.get_variable('cache', 'cache_index')
+      return jnp.full(inputs_q.shape[:2], index, jnp.int32)
+    return positional.default_positions(inputs_q)
+
+  def _self_cache(self, key, value, mask):
+    """Writes this step's key/value at the cache index; returns the whole cache."""
+    initialized = self.has_variable('cache', 'cached_key')
+    cached_key = self.variable('cache', 'cached_key', jnp.zeros, key.shape, key.dtype)
+    cached_value = self.variable('cache', 'cached_value', jnp.zeros, value.shape, value.dtype)
+    index = self.variable('cache', 'cache_index', lambda: jnp.zeros((), jnp.int32))
+    if not initialized:
+      return key, value, mask          # the creating call is a plain full-length pass
+    if key.shape[1] != 1:
+      raise ValueError(f'decode steps take one position at a time, got {key.shape[1]}')
+    i = index.value
+    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, i, 0, 0))
+    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, i, 0, 0))
+    index.value = i + 1
+    max_len = cached_key.value.shape[1]
+    filled = (jnp.arange(max_len) <= i)[None, None, None, :]   # causal: keys written so far
+    return cached_key.value, cached_value.value, combine_masks(mask, filled)
+
+  def _cross_cache(self, inputs_kv, value_dim):
+    """Encoder keys/values projected once, when the cache is created."""
+    if self.has_variable('cache', 'cross_key'):
+      return self.get_variable('cache', 'cross_key'), self.get_variable('cache', 'cross_value')
+    key = self._project(inputs_kv, self.head_dim, 'key')
+    value = self._project(inputs_kv, value_dim, 'value')
+    self.put_variable('cache', 'cross_key', key)
+    self.put_variable('cache', 'cross_value', value)
+    return key, value
