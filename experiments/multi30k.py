@@ -1,0 +1,42 @@
+"""Multi30k translation, en->de by default (any pair of en/de/fr by override).
+
+The recipe of the text-only Transformer-Tiny of Wu et al. (2021): 4+4 layers, d_model
+128, FFN 256, 4 heads, dropout 0.3, joint BPE 10k, lr 0.005 with 2k warmup steps and
+inverse-sqrt decay, label smoothing 0.1, ~8k updates of ~8k tokens, the last 10
+checkpoints averaged, beam 5. Trained on the 29,000 training pairs only; model
+selection on val; test_2016_flickr read once at the end.
+
+  python launch.py --experiment=experiments/multi30k.py --workdir=runs/m30k
+  python launch.py --experiment=experiments/multi30k.py --workdir=runs/m30k \\
+      --experiment.data.source_lang=de --experiment.data.target_lang=en
+  python launch.py --experiment=experiments/multi30k.py --workdir=runs/m30k --mode=eval \\
+      --experiment.eval.split=test
+
+Raw data: the task-1 files of https://github.com/multi30k/dataset (data/task1/raw:
+{train,val,test_2016_flickr}.{en,de,fr}.gz) in the folder `data.raw_dir`.
+Measured results: see README.md ("Results").
+"""
+from experiments import base
+
+
+def get_config(arg=None):
+  config = base.get_base_config()
+  config.model.update(num_layers=4, model_dim=128, num_heads=4, mlp_dim=256, dropout_rate=0.3,
+                      max_len=256)
+  config.data.update(dataset='multi30k', source_lang='en', target_lang='de', vocab_size=10000,
+                     tokenizer_type='bpe', tokens_per_batch=8192, max_len=128)
+  config.optim.update(schedule='rsqrt', learning_rate=5e-3, warmup_steps=2000)
+  config.train.update(num_steps=8000, label_smoothing=0.1, log_every_steps=100,
+                      eval_every_steps=1000, checkpoint_every_steps=200, keep_checkpoints=10)
+  config.eval.update(bleu=True, average_last=10)
+  config.decode.update(method='beam', beam_size=5, alpha=0.6)
+  if arg == 'smoke':                 # seconds on CPU; tests/experiments_test.py uses it
+    config.model.update(num_layers=1, model_dim=16, num_heads=2, mlp_dim=32)
+    config.data.update(vocab_size=300, tokens_per_batch=1024)
+    config.train.update(num_steps=2, log_every_steps=1, eval_every_steps=2,
+                        checkpoint_every_steps=2, keep_checkpoints=2)
+    config.eval.update(max_batches=1, average_last=1)
+    config.decode.update(beam_size=2)
+  elif arg is not None:
+    raise ValueError(f'unknown variant {arg!r} of multi30k: use smoke')
+  return config

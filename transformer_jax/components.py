@@ -1,0 +1,59 @@
+"""What a run is made of, built from an experiment config: tokenizer, model, optimizer, runner.
+
+train, eval and translate modes all build through here, so they agree on the model.
+"""
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from transformer_jax import data
+from transformer_jax import optim
+from transformer_jax import parallel
+from transformer_jax import steps
+from transformer_jax.config import TransformerConfig
+from transformer_jax.errors import UserError
+from transformer_jax.models.transformer import Transformer
+
+
+@dataclasses.dataclass
+class Components:
+  tokenizer: Any
+  model_config: TransformerConfig
+  model: Transformer
+  tx: Any
+  learning_rate_fn: Callable[[Any], Any]
+  runner: Any
+
+
+def make_model_config(model_section, vocab_size: int) -> TransformerConfig:
+  """TransformerConfig(**config.model), with vocab_size 0 taken from the tokenizer."""
+  fields = model_section.to_dict()
+  if not fields.get('vocab_size'):
+    fields['vocab_size'] = vocab_size
+  elif fields['vocab_size'] < vocab_size:
+    raise UserError(f'model.vocab_size={fields["vocab_size"]} is smaller than the tokenizer\'s '
+                    f'{vocab_size}: set --experiment.model.vocab_size=0 to follow the tokenizer')
+  try:
+    return TransformerConfig(**fields)
+  except (TypeError, ValueError) as e:
+    raise UserError(f'{e}') from None
+
+
+def build(config, workdir: str) -> Components:
+  tokenizer = data.get_tokenizer(config.data, workdir)
+  model_config = make_model_config(config.model, tokenizer.vocab_size)
+  model = Transformer(model_config)
+  tx, learning_rate_fn = optim.make_optimizer(config.optim, model_config.model_dim,
+                                              config.train.num_steps)
+  runner = parallel.make_runner(config.train.parallelism, model=model,
+                                label_smoothing=config.train.label_smoothing,
+                                learning_rate_fn=learning_rate_fn)
+  return Components(tokenizer, model_config, model, tx, learning_rate_fn, runner)
+
+
+def init_state(parts: Components, seed: int) -> steps.TrainState:
+  """Fresh host state; only shapes of the example batch matter."""
+  example = {k: jax.ShapeDtypeStruct((1, 8), jnp.int32) for k in ('inputs', 'targets')}
+  return steps.init_train_state(parts.model, jax.random.PRNGKey(seed), example, parts.tx)

@@ -1,0 +1,102 @@
+"""Where a run's numbers go: the console (progress with tokens/s and ETA), TensorBoard
+event files (tensorboardX, no TensorFlow) and `metrics.jsonl` in the workdir.
+
+Only process 0 writes; other processes keep quiet.
+"""
+import json
+import math
+import os
+import time
+from typing import Dict, Optional
+
+import jax
+from absl import logging
+
+from transformer_jax.errors import UserError
+
+
+def reduce_sums(sums: Dict[str, float]) -> Dict[str, float]:
+  """Turn metric sums plus `weight` into means; per-step values (norms, lr) are averaged by count.
+
+  Args:
+    sums: `loss`, `nll`, `accuracy`, `weight` summed over steps; `grad_norm`,
+      `param_norm`, `learning_rate` summed too, with `num_steps` the count.
+  """
+  weight = max(sums.get('weight', 0.0), 1e-9)
+  out = {}
+  for name in ('loss', 'nll', 'accuracy'):
+    if name in sums:
+      out[name] = sums[name] / weight
+  if 'nll' in out:
+    out['perplexity'] = math.exp(min(out['nll'], 50.0))
+  steps = max(sums.get('num_steps', 1.0), 1.0)
+  for name in ('grad_norm', 'param_norm', 'learning_rate'):
+    if name in sums:
+      out[name] = sums[name] / steps
+  out['tokens'] = sums.get('weight', 0.0)
+  return out
+
+
+def check_finite(step: int, metrics: Dict[str, float], last_checkpoint: Optional[int]) -> None:
+  """Stops the run on a NaN/inf loss, naming the step and what is kept."""
+  bad = [k for k in ('loss', 'grad_norm') if k in metrics and not math.isfinite(metrics[k])]
+  if bad:
+    kept = f'checkpoint step {last_checkpoint} is kept' if last_checkpoint else 'no checkpoint was written'
+    raise UserError(f'{bad[0]} became {metrics[bad[0]]} by step {step} ({kept}): lower '
+                    '--experiment.optim.learning_rate, set --experiment.optim.grad_clip_norm=1.0, '
+                    'or raise optim.warmup_steps, then resume or use a new --workdir')
+
+
+class MetricsWriter:
+  """Console, TensorBoard and JSON-lines output for one run."""
+
+  def __init__(self, workdir: str, *, num_steps: int, start_step: int):
+    self.active = jax.process_index() == 0
+    self.num_steps = num_steps
+    self._start_time = time.time()
+    self._last_time, self._last_step = self._start_time, start_step
+    self._tb = None
+    self._jsonl = None
+    if self.active:
+      from tensorboardX import SummaryWriter   # imported lazily: 1-2 s
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+
+  def write(self, step: int, split: str, metrics: Dict[str, float]) -> None:
+    """Records `metrics` of `split` ('train', 'validation', ...) at `step`."""
+    if not self.active:
+      return
+    for name, value in metrics.items():
+      if isinstance(value, (int, float)):
+        self._tb.add_scalar(f'{split}/{name}', value, step)
+    self._jsonl.write(json.dumps({'step': step, 'split': split, 'time': time.time(), **metrics}) + '\n')
+    self._jsonl.flush()
+
+  def train_progress(self, step: int, metrics: Dict[str, float]) -> Dict[str, float]:
+    """Adds speed (steps/s, tokens/s) and ETA to train metrics, writes and prints them."""
+    now = time.time()
+    elapsed = max(now - self._last_time, 1e-9)
+    steps_per_sec = (step - self._last_step) / elapsed
+    metrics = dict(metrics, steps_per_sec=steps_per_sec, tokens_per_sec=metrics['tokens'] / elapsed)
+    self._last_time, self._last_step = now, step
+    self.write(step, 'train', metrics)
+    if self.active:
+      eta = (self.num_steps - step) / max(steps_per_sec, 1e-9)
+      logging.info('step %d/%d  loss %.4f  acc %.3f  lr %.2e  %.2f steps/s  %.0f tok/s  ETA %s',
+                   step, self.num_steps, metrics.get('loss', float('nan')),
+                   metrics.get('accuracy', float('nan')), metrics.get('learning_rate', 0.0),
+                   steps_per_sec, metrics['tokens_per_sec'], format_seconds(eta))
+    return metrics
+
+  def elapsed_minutes(self) -> float:
+    return (time.time() - self._start_time) / 60.0
+
+  def close(self) -> None:
+    if self.active:
+      self._tb.close()
+      self._jsonl.close()
+
+
+def format_seconds(seconds: float) -> str:
+  seconds = int(seconds)
+  return f'{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
