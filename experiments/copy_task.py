@@ -15,9 +15,10 @@ def get_config(arg=None):
   config.model.update(num_layers=2, model_dim=64, num_heads=4, mlp_dim=128, dropout_rate=0.0,
                       max_len=64)
   config.data.update(dataset='copy', tokens_per_batch=1024, max_len=32)
-  config.optim.update(schedule='rsqrt', learning_rate=3e-3, warmup_steps=200)
-  config.train.update(num_steps=800, label_smoothing=0.0, log_every_steps=50,
-                      eval_every_steps=200, checkpoint_every_steps=200)
+  config.optim.update(schedule='rsqrt', learning_rate=2e-3, warmup_steps=200, grad_clip_norm=1.0)
+  config.train.update(num_steps=1500, label_smoothing=0.0, log_every_steps=50,
+                      eval_every_steps=500, checkpoint_every_steps=500)
+  config.eval.bleu = True             # greedy-decode held-out sequences: exact match
   config.decode.update(method='greedy')
   if arg == 'reverse':
     config.data.dataset = 'reverse'

@@ -95,6 +95,7 @@ def test_accumulation_applies_one_update_every_k_micro_steps():
   jax.tree_util.tree_map(np.testing.assert_allclose, updates, expected)
   for step in range(7):
     assert learning_rate_fn(step) == schedule(step // k)
+  assert float(schedule(0)) > 0.0     # the first update uses the paper's step_num = 1
 
 
 def test_weight_decay_skips_vectors():

@@ -129,8 +129,10 @@ class MultiHeadAttention(nn.Module):
   kernel_init: nn.initializers.Initializer = nn.initializers.xavier_uniform()
 
   def _project(self, x, dim, name):
+    # No key bias: it adds q·b_k to every logit of a query row, which softmax cancels,
+    # so its gradient is exactly zero (and Adam would amplify rounding noise in it).
     return nn.DenseGeneral((self.num_heads, dim), dtype=self.dtype, param_dtype=self.param_dtype,
-                           kernel_init=self.kernel_init, name=name)(x)
+                           use_bias=name != 'key', kernel_init=self.kernel_init, name=name)(x)
 
   @nn.compact
   def __call__(self,

@@ -1,13 +1,19 @@
 """Evaluation on a split: teacher-forced loss, perplexity and token accuracy, and (when
-`eval.bleu`) decoding with BLEU. Used by the training loop and by `--mode=eval`.
+`eval.bleu`) decoding with sacreBLEU, `bleu_tok_lc` and exact match. Used by the
+training loop and by `--mode=eval`.
 """
-from typing import Dict
+import functools
+from typing import Dict, List
 
 import jax
 import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
 
+from transformer_jax import bleu
 from transformer_jax import data
 from transformer_jax import metrics_writer
+from transformer_jax import predict
 
 
 class Evaluator:
@@ -19,6 +25,10 @@ class Evaluator:
     self.parts = parts
     self.split = split or config.eval.split
     self._data = None
+    self.predict_fn = functools.partial(
+        predict.predict_step, model=parts.model,
+        settings=predict.SearchSettings.from_config(config.decode),
+        eos_id=parts.tokenizer.eos_id)
 
   @property
   def eval_data(self):
@@ -45,11 +55,39 @@ class Evaluator:
     out.pop('tokens', None)
     return out
 
-  def evaluate(self, params, step: int, writer=None) -> Dict[str, float]:
+  def translate(self, params) -> List[str]:
+    """Decoded outputs for the split's sources, in order (only real examples)."""
+    runner = self.parts.runner
+    hypotheses = []
+    for batch in self.batches():
+      ids = runner.run_replicated(self.predict_fn, params, runner.put_batch({'inputs': batch['inputs']}))
+      if jax.process_count() > 1:
+        ids = multihost_utils.process_allgather(ids, tiled=True)
+      hypotheses.extend(self.parts.tokenizer.decode_batch(np.asarray(ids)))
+    return hypotheses[:self.eval_data.num_examples]
+
+  def bleu_metrics(self, hypotheses: List[str]) -> Dict[str, float]:
+    references = self.eval_data.references[:len(hypotheses)]
+    score, signature = bleu.sacre_bleu(hypotheses, references)
+    logging.info('sacreBLEU signature: %s', signature)
+    return {'bleu': score,
+            'bleu_tok_lc': bleu.bleu_tok_lc(hypotheses, references, lang=self.target_lang),
+            'exact_match': float(np.mean([h == r for h, r in zip(hypotheses, references)]))}
+
+  @property
+  def target_lang(self) -> str:
+    return self.config.data.get('target_lang', 'en')
+
+  def evaluate(self, params, step: int, writer=None, *, with_bleu=None) -> Dict[str, float]:
+    """Loss metrics, plus decoding metrics when `eval.bleu` (or `with_bleu`) is set."""
     metrics = self.loss_metrics(params)
+    with_bleu = self.config.eval.bleu if with_bleu is None else with_bleu
+    if with_bleu:
+      self.last_hypotheses = self.translate(params)
+      metrics.update(self.bleu_metrics(self.last_hypotheses))
     if writer is not None:
+      metrics['minutes'] = writer.elapsed_minutes()
       writer.write(step, self.split, metrics)
-    from absl import logging
     logging.info('eval %s at step %d: %s', self.split, step,
                  '  '.join(f'{k} {v:.4g}' for k, v in sorted(metrics.items())))
     return metrics

@@ -1,14 +1,18 @@
 """The three things launch.py can do with an experiment: train, evaluate, translate."""
 import json
 import os
-from typing import Optional
+import sys
+from typing import List, Optional
 
+import numpy as np
 from absl import logging
 
+from transformer_jax import bleu
 from transformer_jax import checkpoint
 from transformer_jax import components
 from transformer_jax import evaluation
 from transformer_jax import trainer
+from transformer_jax.data import batching
 from transformer_jax import workdir as workdir_lib
 from transformer_jax.errors import UserError
 
@@ -42,19 +46,76 @@ def restore_params(config, workdir: str, parts, step: Optional[int]):
 
 
 def evaluate(config, workdir: str, step: Optional[int] = None):
+  """Metrics of a (possibly averaged) checkpoint on `eval.split`, written under <workdir>/eval/."""
   parts = components.build(config, workdir)
   params, step, chosen = restore_params(config, workdir, parts, step)
   evaluator = evaluation.Evaluator(config, workdir, parts)
-  metrics = evaluator.evaluate(parts.runner.put_state(params), step)
+  metrics = evaluator.evaluate(parts.runner.put_state(params), step, with_bleu=True)
   metrics['checkpoints'] = chosen
   out_dir = os.path.join(workdir, 'eval')
   os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, f'{evaluator.split}_step{step}_avg{len(chosen)}.json')
-  with open(path, 'w') as f:
+  stem = os.path.join(out_dir, f'{evaluator.split}_step{step}_avg{len(chosen)}')
+  with open(stem + '.hyp.txt', 'w', encoding='utf-8') as f:
+    f.writelines(h + '\n' for h in evaluator.last_hypotheses)
+  rows = bleu.bleu_by_length(evaluator.eval_data.sources, evaluator.last_hypotheses,
+                             evaluator.eval_data.references, lang=evaluator.target_lang)
+  metrics['bleu_by_source_length'] = rows
+  with open(stem + '.by_length.md', 'w') as f:
+    f.write(bleu.format_table(rows) + '\n')
+  bleu.plot_bleu_by_length({config.data.dataset: rows}, stem + '.by_length.png')
+  with open(stem + '.json', 'w') as f:
     json.dump(metrics, f, indent=2)
-  logging.info('wrote %s', path)
+  logging.info('BLEU by source length:\n%s', bleu.format_table(rows))
+  logging.info('wrote %s.{json,hyp.txt,by_length.md,by_length.png}', stem)
   return metrics
 
 
+def _source_batches(tokenizer, lines: List[str], data_config, batch_multiple: int):
+  """(batch, row order) pairs: sources sorted by length, padded to bucket lengths, one row count."""
+  ids = tokenizer.encode(lines)
+  order = np.argsort([len(x) for x in ids], kind='stable')
+  buckets = batching.normalize_bucket_lengths(tuple(data_config.bucket_lengths), data_config.max_len)
+  longest = max(len(x) for x in ids)
+  if longest > buckets[-1]:
+    buckets += (-(-longest // 8) * 8,)
+  rows = batching.rows_for_length(data_config.tokens_per_batch,
+                                  buckets[batching.bucket_ids(longest, buckets)], batch_multiple)
+  for start in range(0, len(order), rows):
+    chosen = order[start:start + rows]
+    length = buckets[batching.bucket_ids(max(len(ids[i]) for i in chosen), buckets)]
+    sources = [np.asarray(ids[i]) for i in chosen]
+    yield batching.pad_batch(sources, sources, rows, length), chosen
+
+
 def translate(config, workdir: str, step: Optional[int] = None, input_path: str = '-'):
-  raise UserError('--mode=translate needs the decoding module (issue 4); use --mode=eval for now')
+  """Source sentences (one a line, stdin or a file) -> translations on stdout, in order."""
+  import jax
+  if jax.process_count() > 1:
+    raise UserError('--mode=translate runs in one process: drop --multihost')
+  lines = _read_lines(input_path)
+  if not lines:
+    return []
+  parts = components.build(config, workdir)
+  params, step, chosen = restore_params(config, workdir, parts, step)
+  logging.info('translating %d sentences with checkpoint(s) %s', len(lines), chosen)
+  evaluator = evaluation.Evaluator(config, workdir, parts)
+  params = parts.runner.put_state(params)
+  outputs = [''] * len(lines)
+  for batch, rows in _source_batches(parts.tokenizer, lines, config.data, jax.device_count()):
+    ids = parts.runner.run_replicated(evaluator.predict_fn, params,
+                                      parts.runner.put_batch({'inputs': batch['inputs']}))
+    for row, text in zip(rows, parts.tokenizer.decode_batch(np.asarray(ids))):
+      outputs[row] = text
+  for text in outputs:
+    print(text, flush=True)
+  return outputs
+
+
+def _read_lines(input_path: str) -> List[str]:
+  if input_path == '-':
+    return [line.rstrip('\n') for line in sys.stdin]
+  if not os.path.exists(input_path):
+    raise UserError(f'--input file {input_path} does not exist: give a file of source sentences '
+                    'or - for stdin')
+  with open(input_path, encoding='utf-8') as f:
+    return [line.rstrip('\n') for line in f]

@@ -129,9 +129,13 @@ def make_optimizer(optim_config, model_dim, num_steps):
   Returns:
     (tx, learning_rate_fn): the optax transformation, and the learning rate as a
     function of `TrainState.step` (micro-steps): `learning_rate_fn(step)` is the
-    rate of the update that micro-step `step` contributes to.
+    rate of the update that micro-step `step` contributes to, i.e. the paper's
+    formula at step_num = update index + 1.
   """
-  schedule = learning_rate_schedule(optim_config, model_dim, num_steps)
+  paper_schedule = learning_rate_schedule(optim_config, model_dim, num_steps)
+  # optax counts updates from 0; the paper's step_num starts at 1, so the first update
+  # already gets the (small, non-zero) warmup rate of step 1.
+  schedule = lambda count: paper_schedule(jnp.asarray(count) + 1)
   parts = []
   if optim_config.grad_clip_norm and optim_config.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(optim_config.grad_clip_norm))

@@ -1,0 +1,96 @@
+"""predict_step: translate a batch with the encoder-decoder Transformer through its KV cache.
+
+The searches themselves (greedy, beam, sampling) are model-agnostic and live in
+decode.py; this module supplies the Transformer's `tokens_to_logits_fn` and cache.
+`predict_step` is pure, so parallel.py can pmap or jit it like the train step.
+"""
+import dataclasses
+from typing import Any, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from transformer_jax import decode
+from transformer_jax.models.transformer import Transformer
+
+METHODS = ('greedy', 'beam', 'sample')
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings:
+  """Static decoding settings (hashable, so a bound predict_step compiles once per shape)."""
+  method: str = 'beam'
+  beam_size: int = 4
+  alpha: float = 0.6
+  max_extra_len: int = 50
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  seed: int = 0
+
+  @classmethod
+  def from_config(cls, decode_config) -> 'SearchSettings':
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in decode_config.to_dict().items() if k in fields})
+
+
+def init_cache(model: Transformer, params: Any, encoded: jnp.ndarray, inputs: jnp.ndarray,
+               max_decode_len: int) -> Any:
+  """The decoder's 'cache' collection, with the encoder keys/values already projected.
+
+  Args:
+    model: the Transformer (decoding=False is fine; a decoding clone is used).
+    params: trained parameters (the cross-attention cache is computed from them).
+    encoded: [n, src_len, model_dim] encoder output (already tiled for beams).
+    inputs: [n, src_len] source ids (for the padding mask).
+    max_decode_len: number of target positions the self-attention cache holds.
+  """
+  decoder = model.clone(decoding=True)
+  placeholder = jnp.zeros((inputs.shape[0], max_decode_len), jnp.int32)
+  _, variables = decoder.apply({'params': params}, encoded, inputs, placeholder,
+                               method=Transformer.decode, mutable=['cache'])
+  return variables['cache']
+
+
+def make_tokens_to_logits(model: Transformer, params: Any, encoded: jnp.ndarray,
+                          inputs: jnp.ndarray):
+  """tokens_to_logits_fn(ids [n, 1], cache) -> (logits [n, vocab], cache) for decode.py."""
+  decoder = model.clone(decoding=True)
+
+  def tokens_to_logits(ids, cache):
+    logits, variables = decoder.apply({'params': params, 'cache': cache}, encoded, inputs, ids,
+                                      method=Transformer.decode, mutable=['cache'])
+    return logits[:, 0], variables['cache']
+  return tokens_to_logits
+
+
+def decode_lengths(inputs: jnp.ndarray, settings: SearchSettings, max_len: int) -> Tuple[int, jnp.ndarray]:
+  """(static cache length, per-example max output length = source length + max_extra_len)."""
+  max_decode_len = min(inputs.shape[1] + settings.max_extra_len, max_len)
+  source_lengths = jnp.sum(inputs != 0, axis=-1)
+  return max_decode_len, jnp.minimum(source_lengths + settings.max_extra_len, max_decode_len)
+
+
+def predict_step(params: Any, batch: dict, *, model: Transformer, settings: SearchSettings,
+                 eos_id: int) -> jnp.ndarray:
+  """Output ids [batch, max_decode_len] (EOS kept, PAD after it) for `batch['inputs']`."""
+  inputs = batch['inputs']
+  batch_size = inputs.shape[0]
+  max_decode_len, max_lengths = decode_lengths(inputs, settings, model.config.max_len)
+  encoded = model.apply({'params': params}, inputs, method=Transformer.encode)
+  common = dict(batch_size=batch_size, max_decode_len=max_decode_len, eos_id=eos_id,
+                max_lengths=max_lengths)
+  if settings.method == 'beam':
+    encoded, inputs = decode.expand_to_beams((encoded, inputs), settings.beam_size)
+    cache = init_cache(model, params, encoded, inputs, max_decode_len)
+    fn = make_tokens_to_logits(model, params, encoded, inputs)
+    sequences, _ = decode.beam_search(cache, fn, beam_size=settings.beam_size,
+                                      alpha=settings.alpha, **common)
+    return sequences[:, 0]
+  cache = init_cache(model, params, encoded, inputs, max_decode_len)
+  fn = make_tokens_to_logits(model, params, encoded, inputs)
+  if settings.method == 'greedy':
+    return decode.greedy_search(cache, fn, **common)
+  rng = jax.random.fold_in(jax.random.PRNGKey(settings.seed), jnp.sum(inputs))
+  return decode.sample_search(cache, fn, rng, temperature=settings.temperature,
+                              top_k=settings.top_k, top_p=settings.top_p, **common)
