@@ -23,9 +23,6 @@ from ml_collections import config_flags
 REPO = pathlib.Path(__file__).resolve().parent
 DEFAULT_EXPERIMENT = 'experiments/copy_task.py'
 
-_EXPERIMENT = config_flags.DEFINE_config_file(
-    'experiment', str(REPO / DEFAULT_EXPERIMENT),
-    'experiment file, optionally with a variant: experiments/<name>.py[:variant]', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'run folder; default runs/<experiment>[_<variant>]')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'translate'], 'what to do')
 _STEP = flags.DEFINE_integer('step', None, 'eval/translate: checkpoint step (default: latest)')
@@ -44,28 +41,50 @@ def _experiments_list() -> str:
 
 def describe_flag_error(error: Exception, argv) -> str:
   """One line for a flag/config mistake, with the fix."""
-  text = str(error).strip().strip('"\'')
+  text = str(error).replace("\\'", "'").replace('\\n', '\n').strip()
   experiment = next((a.split('=', 1)[1] for a in argv if a.startswith('--experiment=')), '')
-  if isinstance(error, (OSError, FileNotFoundError)) or 'No such file' in text:
+  if 'No such file' in text or 'Failed loading config file' in text:
     return f'unknown experiment file {experiment!r}: choose one of {_experiments_list()}'
+  if 'Error whilst parsing config file' in text:   # get_config raised: keep its last line
+    last = [line for line in text.splitlines() if re.match(r'\s*\w*Error: ', line)][-1:]
+    cause = last[0].strip() if last else text.splitlines()[-1]
+    return f'{experiment}: {cause}'
   if isinstance(error, (AttributeError, KeyError)):
-    key = re.findall(r"'([^']+)'", text)
-    key = key[0] if key else text.split('\n')[0]
+    key = re.findall(r"'([^'\n]+)'", text)
+    key = key[0] if key else text.splitlines()[0]
     override = next((a for a in argv if a.startswith('--experiment.') and key in a), key)
     hint = re.search(r'Did you mean "([^"]+)"', text)
     hint = f' (did you mean {hint.group(1)}?)' if hint else ''
     return (f'unknown config key in {override}{hint}: use a field of the experiment\'s '
             'get_config() (see experiments/base.py)')
   text = ' '.join(text.split())
-  return f'{text}: fix the flag value (see `python launch.py --helpfull`)'
+  return f'bad flag value: {text}; give a value of the right type (see python launch.py --helpfull)'
 
 
-def parse_flags(argv):
+def _fail_on_flag_error(fn, argv):
   try:
-    return flags.FLAGS(argv)
+    return fn()
   except Exception as e:  # pylint: disable=broad-except  (turned into one line, exit 2)
     print(f'error: {describe_flag_error(e, argv)}', file=sys.stderr)
     sys.exit(2)
+
+
+def define_experiment_flag(argv):
+  """--experiment; ml_collections loads the default file (and applies overrides) right here."""
+  return _fail_on_flag_error(lambda: config_flags.DEFINE_config_file(
+      'experiment', str(REPO / DEFAULT_EXPERIMENT),
+      'experiment file, optionally with a variant: experiments/<name>.py[:variant]',
+      lock_config=True), argv)
+
+
+def _loaded(config):
+  """ml_collections reads the experiment file lazily; touch it so errors surface here."""
+  config.to_dict()
+  return config
+
+
+def parse_flags(argv):
+  return _fail_on_flag_error(lambda: flags.FLAGS(argv), argv)
 
 
 def default_workdir() -> str:
@@ -102,7 +121,7 @@ def main(argv):
   import jax
   from transformer_jax.errors import UserError
   from transformer_jax import modes
-  config = _EXPERIMENT.value
+  config = _fail_on_flag_error(lambda: _loaded(flags.FLAGS['experiment'].value), sys.argv)
   workdir = _WORKDIR.value or default_workdir()
   logging.info('JAX %s: process %d/%d, %d local / %d global devices (%s)', jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_device_count(),
@@ -120,4 +139,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_experiment_flag(sys.argv)
   app.run(main, flags_parser=parse_flags)

@@ -13,6 +13,7 @@ from transformer_jax import optim
 from transformer_jax import parallel
 from transformer_jax import steps
 from transformer_jax.config import TransformerConfig
+from transformer_jax.data import batching
 from transformer_jax.errors import UserError
 from transformer_jax.models.transformer import Transformer
 
@@ -39,6 +40,21 @@ def make_model_config(model_section, vocab_size: int) -> TransformerConfig:
     return TransformerConfig(**fields)
   except (TypeError, ValueError) as e:
     raise UserError(f'{e}') from None
+
+
+def preflight(config, workdir: str) -> None:
+  """Every check that needs no data or compilation, so a bad config fails before any write:
+  the model fields, the optimizer, the parallelism, the data's presence, and a batch
+  that splits evenly over the devices."""
+  make_model_config(config.model, vocab_size=max(config.data.get('vocab_size', 1), 1))
+  optim.make_optimizer(config.optim, config.model.model_dim, config.train.num_steps)
+  if config.train.parallelism not in parallel.RUNNERS:
+    raise UserError(f'unknown train.parallelism {config.train.parallelism!r}: '
+                    f'choose one of {sorted(parallel.RUNNERS)}')
+  data.check_available(config.data, workdir)
+  if not config.data.pack:
+    buckets = batching.normalize_bucket_lengths(tuple(config.data.bucket_lengths), config.data.max_len)
+    batching.rows_for_length(config.data.tokens_per_batch, buckets[-1], jax.device_count())
 
 
 def build(config, workdir: str) -> Components:

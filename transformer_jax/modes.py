@@ -24,7 +24,7 @@ def train(config, workdir: str):
 def restore_params(config, workdir: str, parts, step: Optional[int]):
   """Params of checkpoint `step` (latest if None), averaged over the last `eval.average_last`."""
   differences = workdir_lib.pinned_differences(workdir_lib.load_config(workdir),
-                                               workdir_lib._as_json(config))
+                                               workdir_lib.as_json(config))
   if differences:
     raise UserError(f'the experiment differs from the run in {workdir} ({"; ".join(differences[:3])}): '
                     'pass the same experiment and overrides as for training')
@@ -57,8 +57,9 @@ def evaluate(config, workdir: str, step: Optional[int] = None):
   stem = os.path.join(out_dir, f'{evaluator.split}_step{step}_avg{len(chosen)}')
   with open(stem + '.hyp.txt', 'w', encoding='utf-8') as f:
     f.writelines(h + '\n' for h in evaluator.last_hypotheses)
-  rows = bleu.bleu_by_length(evaluator.eval_data.sources, evaluator.last_hypotheses,
-                             evaluator.eval_data.references, lang=evaluator.target_lang)
+  count = len(evaluator.last_hypotheses)     # eval.max_batches may stop early
+  rows = bleu.bleu_by_length(evaluator.eval_data.sources[:count], evaluator.last_hypotheses,
+                             evaluator.eval_data.references[:count], lang=evaluator.target_lang)
   metrics['bleu_by_source_length'] = rows
   with open(stem + '.by_length.md', 'w') as f:
     f.write(bleu.format_table(rows) + '\n')

@@ -58,11 +58,14 @@ def _restore_or_init(parts, ckpt, train_iter, seed):
 
 def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   """Trains `config` in `workdir` (resuming if it holds a run); returns the last eval metrics."""
-  workdir_lib.check_or_record_config(workdir, config)
+  workdir_lib.check_config(workdir, config)      # read-only: nothing written before the checks
+  components.preflight(config, workdir)
   parts = components.build(config, workdir)
   train_iter = data.make_train_iterator(
       config.data, parts.tokenizer, workdir=workdir, batch_multiple=jax.device_count(),
       process_index=jax.process_index(), process_count=jax.process_count())
+  if jax.process_index() == 0:
+    workdir_lib.record_config(workdir, config)
   evaluator = evaluation.Evaluator(config, workdir, parts)
   ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.train.keep_checkpoints)
   host_state, start = _restore_or_init(parts, ckpt, train_iter, config.train.seed)

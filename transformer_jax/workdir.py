@@ -26,7 +26,7 @@ def _flatten(tree: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
   return flat
 
 
-def _as_json(config) -> Dict[str, Any]:
+def as_json(config) -> Dict[str, Any]:
   """ConfigDict -> plain JSON types (tuples become lists), as it is stored."""
   return json.loads(json.dumps(config.to_dict() if hasattr(config, 'to_dict') else config))
 
@@ -48,21 +48,28 @@ def load_config(workdir: str) -> Dict[str, Any]:
     return json.load(f)
 
 
-def check_or_record_config(workdir: str, config) -> None:
-  """Writes config.json on a fresh workdir; on an existing one, insists the pinned keys match."""
+def check_config(workdir: str, config) -> None:
+  """Refuses a workdir whose run used other pinned settings, or that this launcher did not make."""
   path = os.path.join(workdir, CONFIG_FILE)
-  current = _as_json(config)
   if os.path.exists(path):
-    differences = pinned_differences(load_config(workdir), current)
+    differences = pinned_differences(load_config(workdir), as_json(config))
     if differences:
       shown = '; '.join(differences[:4]) + (' ...' if len(differences) > 4 else '')
       raise UserError(f'{workdir} holds a run with another config ({shown}): resume it with the '
                       'same settings, or give a new --workdir')
     return
-  if os.path.isdir(os.path.join(workdir, 'checkpoints')) and os.listdir(os.path.join(workdir, 'checkpoints')):
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  if os.path.isdir(checkpoints) and os.listdir(checkpoints):
     raise UserError(f'{workdir} has checkpoints but no {CONFIG_FILE}: it was not made by this '
                     'launcher; give a new --workdir')
+
+
+def record_config(workdir: str, config) -> None:
+  """Writes config.json once, when the run starts (a resumed run keeps the first one)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.exists(path):
+    return
   os.makedirs(workdir, exist_ok=True)
   with open(path + '.tmp', 'w') as f:
-    json.dump(current, f, indent=2, sort_keys=True)
+    json.dump(as_json(config), f, indent=2, sort_keys=True)
   os.replace(path + '.tmp', path)

@@ -6,6 +6,7 @@ from transformer_jax.data.batching import unpack_batch
 from transformer_jax.data.copy_task import CopyTask
 from transformer_jax.data.multi30k import load_text_split
 from transformer_jax.data.multi30k import Multi30k
+from transformer_jax.data.pipeline import check_available
 from transformer_jax.data.pipeline import EvalData
 from transformer_jax.data.pipeline import Examples
 from transformer_jax.data.pipeline import get_tokenizer

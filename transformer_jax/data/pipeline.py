@@ -57,6 +57,15 @@ def _check_dataset(data_config):
                     f'to one of {", ".join(DATASETS)}')
 
 
+def check_available(data_config, workdir):
+  """Raises UserError, before anything is written, if the data named by the config cannot be had."""
+  _check_dataset(data_config)
+  if data_config.dataset == 'multi30k':
+    pair = multi30k.pair_name(data_config.source_lang, data_config.target_lang)
+    if not os.path.isdir(os.path.join(_data_dir(data_config, workdir), 'multi30k', pair)):
+      multi30k.check_raw_dir(data_config.raw_dir, (data_config.source_lang, data_config.target_lang))
+
+
 def _copy_config(data_config):
   return copy_task.make_config(
       data_config.dataset, min_len=data_config.copy_min_len, max_len=data_config.copy_max_len,

@@ -1,0 +1,74 @@
+"""launch.py end to end in subprocesses: one-line errors that leave the workdir as it was,
+and a two-step run that resumes from its checkpoint."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SMOKE = '--experiment=experiments/copy_task.py:smoke'
+
+
+def launch(*args, timeout=300, stdin=None):
+  env = dict(os.environ, PYTHONUNBUFFERED='1')    # keeps conftest's 8 host devices
+  return subprocess.run([sys.executable, 'launch.py', *args], cwd=REPO, env=env, input=stdin,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def snapshot(folder: pathlib.Path):
+  return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in folder.rglob('*'))
+
+
+@pytest.fixture
+def workdir(tmp_path):
+  folder = tmp_path / 'run'
+  folder.mkdir()
+  (folder / 'notes.txt').write_text('a file the user keeps here\n')
+  return folder
+
+
+BAD_INPUTS = [
+    (['--experiment=experiments/no_such.py'], 'unknown experiment file'),
+    ([SMOKE, '--experiment.model.num_layerz=3'], 'did you mean num_layers'),
+    ([SMOKE, '--experiment.train.num_steps=two'], "invalid literal for int() with base 10: 'two'"),
+    ([SMOKE, '--experiment.model.positional=spiral'], "positional='spiral'"),
+    (['--experiment=experiments/multi30k.py:smoke', '--experiment.data.raw_dir=/no/such/dir'],
+     'set --experiment.data.raw_dir'),
+    # 128 tokens at bucket length 32 give 4 rows: not divisible over the 8 host devices.
+    ([SMOKE, '--experiment.data.tokens_per_batch=128'], 'batch_multiple=8'),
+]
+
+
+@pytest.mark.parametrize('args, expected', BAD_INPUTS)
+def test_bad_input_is_one_line_and_leaves_workdir_alone(args, expected, workdir):
+  before = snapshot(workdir)
+  result = launch(*args, f'--workdir={workdir}', timeout=120)
+  assert result.returncode == 2, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: ') and expected in last, last
+  assert 'Traceback' not in result.stderr
+  assert snapshot(workdir) == before
+
+
+def test_two_step_launch_resumes_and_refuses_another_config(workdir):
+  first = launch(SMOKE, f'--workdir={workdir}')
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2']
+  second = launch(SMOKE, f'--workdir={workdir}', '--experiment.train.num_steps=4')
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert 'resumed from checkpoint step 2' in second.stderr
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']
+  before = snapshot(workdir)
+  other = launch(SMOKE, f'--workdir={workdir}', '--experiment.model.model_dim=32')
+  assert other.returncode == 2
+  assert 'model.model_dim: 16 -> 32' in other.stderr.strip().splitlines()[-1]
+  assert snapshot(workdir) == before
+  evaluated = launch(SMOKE, f'--workdir={workdir}', '--mode=eval')
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  assert list((workdir / 'eval').glob('validation_step4_*.json'))
+  translated = launch(SMOKE, f'--workdir={workdir}', '--mode=translate', stdin='5 6 7\n9 8\n')
+  assert translated.returncode == 0, translated.stderr[-3000:]
+  assert len(translated.stdout.strip().splitlines()) == 2
