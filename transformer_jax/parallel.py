@@ -92,6 +92,22 @@ def shard_batch(batch):
   return jax.tree_util.tree_map(lambda x: x.reshape((n, -1) + x.shape[1:]), batch)
 
 
+def _serialize_collectives() -> bool:
+  """Whether each collective step must finish before the next is dispatched.
+
+  On the CPU backend with several (e.g. --xla_force_host_platform_device_count) devices,
+  the devices share one thread pool; with many pmapped steps queued by async dispatch,
+  participants of different steps can occupy every thread while waiting in an
+  all-reduce rendezvous, and the run deadlocks ("only 7 of 8 arrived"). Accelerators
+  execute each device's programs in stream order and keep async dispatch.
+  """
+  return jax.default_backend() == 'cpu' and jax.local_device_count() > 1
+
+
+def _finish(outputs, serialize):
+  return jax.block_until_ready(outputs) if serialize else outputs
+
+
 def _bind_steps(model, label_smoothing, learning_rate_fn, axis_name):
   train = functools.partial(steps.train_step, model=model,
                             label_smoothing=label_smoothing,
@@ -113,6 +129,7 @@ class PmapRunner:
                                   donate_argnums=(0,), out_axes=(0, None))
     self._p_eval_step = jax.pmap(evaluate, axis_name=BATCH_AXIS, out_axes=None)
     self._p_fns = {}
+    self._serialize = _serialize_collectives()
 
   def put_state(self, host_state):
     """Unreplicated state -> one copy per local device."""
@@ -128,11 +145,11 @@ class PmapRunner:
 
   def train_step(self, state, batch):
     """(state, batch) -> (new state, metrics); `state` is donated."""
-    return self._p_train_step(state, batch)
+    return _finish(self._p_train_step(state, batch), self._serialize)
 
   def eval_step(self, params, batch):
     """Metric sums; `params` is `state.params` of a device state."""
-    return self._p_eval_step(params, batch)
+    return _finish(self._p_eval_step(params, batch), self._serialize)
 
   def run_replicated(self, fn, replicated, batch):
     """`fn(replicated, batch_shard)` on every device, e.g. a bound predict_step.
@@ -181,6 +198,7 @@ class JitRunner:
                                out_shardings=self._replicated)
     self._eval_step = jax.jit(evaluate, out_shardings=self._replicated)
     self._jit_fns = {}
+    self._serialize = _serialize_collectives()
 
   def put_state(self, host_state):
     """Unreplicated state -> replicated (`P()`) global arrays."""
@@ -200,11 +218,11 @@ class JitRunner:
 
   def train_step(self, state, batch):
     """(state, batch) -> (new state, metrics); `state` is donated."""
-    return self._train_step(state, batch)
+    return _finish(self._train_step(state, batch), self._serialize)
 
   def eval_step(self, params, batch):
     """Metric sums; `params` is `state.params` of a device state."""
-    return self._eval_step(params, batch)
+    return _finish(self._eval_step(params, batch), self._serialize)
 
   def run_replicated(self, fn, replicated, batch):
     """`fn(replicated, batch)` on the global batch; see `PmapRunner.run_replicated`."""
