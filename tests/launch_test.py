@@ -1,6 +1,7 @@
 """launch.py end to end in subprocesses: one-line errors that leave the workdir as it was,
 and a two-step run that resumes from its checkpoint."""
 import os
+import signal
 import pathlib
 import subprocess
 import sys
@@ -72,3 +73,25 @@ def test_two_step_launch_resumes_and_refuses_another_config(workdir):
   translated = launch(SMOKE, f'--workdir={workdir}', '--mode=translate', stdin='5 6 7\n9 8\n')
   assert translated.returncode == 0, translated.stderr[-3000:]
   assert len(translated.stdout.strip().splitlines()) == 2
+
+
+def test_sigterm_saves_a_checkpoint_then_the_run_resumes_from_it(workdir):
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  args = [sys.executable, 'launch.py', SMOKE, f'--workdir={workdir}',
+          '--experiment.train.num_steps=100000', '--experiment.train.checkpoint_every_steps=100000',
+          '--experiment.train.eval_every_steps=100000']
+  process = subprocess.Popen(args, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+  try:
+    for line in process.stderr:          # progress lines go to stderr (absl logging)
+      if 'step 3/100000' in line:
+        process.send_signal(signal.SIGTERM)
+        break
+    rest = process.communicate(timeout=120)[1]
+  finally:
+    process.kill()
+  assert process.returncode == 0, rest[-2000:]
+  saved = [int(s) for s in os.listdir(workdir / 'checkpoints')]
+  assert len(saved) == 1 and saved[0] >= 3
+  resumed = launch(SMOKE, f'--workdir={workdir}', f'--experiment.train.num_steps={saved[0] + 2}')
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert f'resumed from checkpoint step {saved[0]}' in resumed.stderr

@@ -24,6 +24,8 @@ if __name__ == '__main__':  # run as a script: the package is one folder up
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from transformer_jax import optim, parallel, steps  # pylint: disable=g-import-not-at-top
+from transformer_jax.config import TransformerConfig
+from transformer_jax.models.transformer import Transformer
 
 NUM_STEPS = 2
 GLOBAL_ROWS = 16
@@ -69,9 +71,19 @@ class TinySeq2Seq(nn.Module):
     return nn.Dense(self.vocab_size)(h)  # [batch, target_len, vocab]
 
 
+def tiny_transformer():
+  """The real encoder-decoder at toy size (same vocabulary as make_batch)."""
+  return Transformer(TransformerConfig(vocab_size=11, model_dim=8, num_heads=2, mlp_dim=16,
+                                       num_layers=1, dropout_rate=0.0, max_len=16))
+
+
 def setup(model=None, tx_config=None, batch=None):
-  """(model, host TrainState, learning_rate_fn, global batch) for the tests."""
-  model = model or TinySeq2Seq()
+  """(model, host TrainState, learning_rate_fn, global batch) for the tests.
+
+  The default model is a tiny real Transformer, so the equivalence tests exercise
+  its masks, embeddings and attention under pmap/jit.
+  """
+  model = model or tiny_transformer()
   batch = make_batch() if batch is None else batch
   tx, learning_rate_fn = optim.make_optimizer(tx_config or optim_config(),
                                               model_dim=8, num_steps=10)

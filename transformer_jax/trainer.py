@@ -86,12 +86,14 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
       pending = []
 
   with StopSignal() as stop:
-    step = start
-    while step < cfg.num_steps and not stop.requested:
+    step, last = start, start >= cfg.num_steps
+    while not last:
       batch = parts.runner.put_batch(next(train_iter))
       state, metrics = parts.runner.train_step(state, batch)
       pending.append(metrics)
       step += 1
+      # Sampled once per step: a signal arriving later is seen at the next step, whose
+      # iteration then evaluates and saves before the loop ends.
       last = step == cfg.num_steps or stop.requested
       if step % cfg.log_every_steps == 0 or last:
         flush(step)

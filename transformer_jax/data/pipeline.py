@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 
+import grain
 import numpy as np
 
 from transformer_jax.data import batching
@@ -82,9 +83,10 @@ def _read_records(data_config, split, workdir):
   else:
     builder = multi30k.prepare(_data_dir(data_config, workdir), data_config.source_lang,
                                data_config.target_lang, data_config.raw_dir)
-  source = builder.as_data_source(split)
-  # One batched read: ~4x faster than grain's per-element MapDataset path here.
-  return source.__getitems__(range(len(source)))
+  # grain over the TFDS array_record source, in stored order. The whole split is read
+  # once per run (2 s for Multi30k train); batching then works on numpy from memory.
+  dataset = grain.MapDataset.source(builder.as_data_source(split))
+  return [dataset[i] for i in range(len(dataset))]
 
 
 def _text_pair(data_config, split, workdir):

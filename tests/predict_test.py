@@ -1,0 +1,59 @@
+"""predict_step through the Transformer's cache agrees with the teacher-forced model."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from transformer_jax import parallel
+from transformer_jax import predict
+from transformer_jax.config import TransformerConfig
+from transformer_jax.models.transformer import Transformer
+
+EOS = 1
+
+
+def trained_like_model():
+  config = TransformerConfig(vocab_size=20, model_dim=16, num_heads=2, mlp_dim=32, num_layers=2,
+                             dropout_rate=0.0, max_len=32)
+  model = Transformer(config)
+  inputs = np.random.default_rng(0).integers(3, 20, (8, 6)).astype(np.int32)
+  inputs[:, 4:] = 0
+  inputs[:, 3] = EOS
+  params = model.init(jax.random.key(1), inputs, inputs)['params']
+  return model, params, inputs
+
+
+def test_greedy_output_is_the_argmax_of_the_full_pass_on_itself():
+  model, params, inputs = trained_like_model()
+  settings = predict.SearchSettings(method='greedy', max_extra_len=5)
+  out = np.asarray(predict.predict_step(params, {'inputs': inputs}, model=model,
+                                        settings=settings, eos_id=EOS))
+  assert out.shape == (8, 6 + 5)
+  logits = model.apply({'params': params}, inputs, jnp.asarray(out))
+  argmax = np.asarray(jnp.argmax(logits, -1))
+  for row in range(8):
+    ended = np.flatnonzero(out[row] == EOS)
+    limit = 3 + 1 + 5                 # source length (with EOS) + max_extra_len
+    stop = min(ended[0] + 1 if len(ended) else limit, limit)
+    np.testing.assert_array_equal(out[row, :stop], argmax[row, :stop])
+    assert np.all(out[row, stop:] == 0)
+
+
+def test_beam_of_one_equals_greedy_and_beam_scores_its_best():
+  model, params, inputs = trained_like_model()
+  run = lambda **kw: np.asarray(predict.predict_step(
+      params, {'inputs': inputs}, model=model, settings=predict.SearchSettings(max_extra_len=5, **kw),
+      eos_id=EOS))
+  np.testing.assert_array_equal(run(method='beam', beam_size=1), run(method='greedy'))
+  assert run(method='beam', beam_size=4).shape == (8, 11)
+
+
+def test_predict_under_pmap_equals_direct_call():
+  model, params, inputs = trained_like_model()
+  fn = functools.partial(predict.predict_step, model=model,
+                         settings=predict.SearchSettings(method='beam', beam_size=3, max_extra_len=4),
+                         eos_id=EOS)
+  runner = parallel.make_runner('pmap', model=model, label_smoothing=0.0)
+  sharded = runner.run_replicated(fn, runner.put_state(params), runner.put_batch({'inputs': inputs}))
+  np.testing.assert_array_equal(sharded, np.asarray(jax.jit(fn)(params, {'inputs': inputs})))
