@@ -60,7 +60,9 @@ def make_tokens_to_logits(model: Transformer, params: Any, encoded: jnp.ndarray,
   def tokens_to_logits(ids, cache):
     logits, variables = decoder.apply({'params': params, 'cache': cache}, encoded, inputs, ids,
                                       method=Transformer.decode, mutable=['cache'])
-    return logits[:, 0], variables['cache']
+    # PAD (also the BOS input) is never a real output: the searches must not pick it.
+    logits = logits[:, 0].at[:, model.config.pad_id].set(decode.NEG_INF)
+    return logits, variables['cache']
   return tokens_to_logits
 
 
