@@ -31,7 +31,7 @@ def test_greedy_output_is_the_argmax_of_the_full_pass_on_itself():
                                         settings=settings, eos_id=EOS))
   assert out.shape == (8, 6 + 5)
   logits = model.apply({'params': params}, inputs, jnp.asarray(out))
-  argmax = np.asarray(jnp.argmax(logits, -1))
+  argmax = np.asarray(jnp.argmax(logits.at[..., 0].set(-jnp.inf), -1))   # PAD is never decoded
   for row in range(8):
     ended = np.flatnonzero(out[row] == EOS)
     limit = 3 + 1 + 5                 # source length (with EOS) + max_extra_len
