@@ -70,6 +70,12 @@ class SinusoidalPositions(nn.Module):
     return x + jnp.take(table, positions, axis=0).astype(x.dtype)
 
 
+def _table_rows(module: nn.Module, init, x: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
+  """Rows `positions` of the module's trained [max_len, features] table, in x's dtype."""
+  table = module.param('table', init, (module.max_len, x.shape[-1]), module.param_dtype)
+  return jnp.take(table, positions, axis=0).astype(x.dtype)
+
+
 class LearnedPositions(nn.Module):
   """Adds a trained position table."""
   max_len: int
@@ -77,9 +83,7 @@ class LearnedPositions(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
-    table = self.param('table', nn.initializers.normal(stddev=0.02),
-                       (self.max_len, x.shape[-1]), self.param_dtype)
-    return x + jnp.take(table, positions, axis=0).astype(x.dtype)
+    return x + _table_rows(self, nn.initializers.normal(stddev=0.02), x, positions)
 
 
 class MultiplicativePositions(nn.Module):
@@ -89,8 +93,7 @@ class MultiplicativePositions(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
-    table = self.param('table', nn.initializers.ones, (self.max_len, x.shape[-1]), self.param_dtype)
-    return x * jnp.take(table, positions, axis=0).astype(x.dtype)
+    return x * _table_rows(self, nn.initializers.ones, x, positions)
 
 
 # Encodings applied to the embedding. 'rotary' acts inside attention and 'none' does
