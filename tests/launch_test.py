@@ -38,6 +38,8 @@ BAD_INPUTS = [
     ([SMOKE, '--experiment.model.positional=spiral'], "positional='spiral'"),
     (['--experiment=experiments/multi30k.py:smoke', '--experiment.data.raw_dir=/no/such/dir'],
      'set --experiment.data.raw_dir'),
+    (['--experiment=experiments/wmt14.py:base', '--experiment.data.data_dir=/no/tfds'],
+     'wmt14_translate/de-en is not prepared as array_record'),
     # 128 tokens at bucket length 32 give 4 rows: not divisible over the 8 host devices.
     ([SMOKE, '--experiment.data.tokens_per_batch=128'], 'batch_multiple=8'),
 ]

@@ -25,7 +25,11 @@ from transformer_jax.data import tokenizer as tokenizer_lib
 from transformer_jax.errors import UserError
 
 COPY_TASKS = copy_task.TASKS
-DATASETS = COPY_TASKS + ('multi30k',)
+DATASETS = COPY_TASKS + ('multi30k', 'wmt14')
+# WMT 2014 en-de as TFDS prepares it (the paper's data); read only where already prepared.
+WMT14_NAME = 'wmt14_translate/de-en'
+# Sentences the WMT tokenizer is trained on (sentencepiece needs no more to learn 37k pieces).
+WMT14_TOKENIZER_PAIRS = 1_000_000
 SPLITS = ('train', 'validation', 'test')
 
 
@@ -65,6 +69,8 @@ def check_available(data_config, workdir):
     pair = multi30k.pair_name(data_config.source_lang, data_config.target_lang)
     if not os.path.isdir(os.path.join(_data_dir(data_config, workdir), 'multi30k', pair)):
       multi30k.check_raw_dir(data_config.raw_dir, (data_config.source_lang, data_config.target_lang))
+  elif data_config.dataset == 'wmt14':
+    _wmt14_source(data_config, 'validation', workdir)
 
 
 def _copy_config(data_config):
@@ -78,6 +84,10 @@ def _read_records(data_config, split, workdir):
   """All records of a split as a list of dicts (bytes for text, arrays for ids)."""
   if split not in SPLITS:
     raise UserError(f'unknown split {split!r}: use one of {", ".join(SPLITS)}')
+  if data_config.dataset == 'wmt14':
+    source = _wmt14_source(data_config, split, workdir)
+    dataset = grain.MapDataset.source(source)
+    return [dataset[i] for i in range(len(dataset))]
   if data_config.dataset in COPY_TASKS:
     builder = copy_task.prepare(_data_dir(data_config, workdir), _copy_config(data_config))
   else:
@@ -87,6 +97,19 @@ def _read_records(data_config, split, workdir):
   # once per run (2 s for Multi30k train); batching then works on numpy from memory.
   dataset = grain.MapDataset.source(builder.as_data_source(split))
   return [dataset[i] for i in range(len(dataset))]
+
+
+def _wmt14_source(data_config, split, workdir):
+  """The prepared array_record source of WMT14 de-en (never downloaded or built here)."""
+  import tensorflow_datasets as tfds
+  data_dir = _data_dir(data_config, workdir)
+  try:
+    return tfds.data_source(WMT14_NAME, data_dir=data_dir, split=split, download=False)
+  except Exception as e:  # pylint: disable=broad-except  (tfds raises several kinds)
+    raise UserError(
+        f'{WMT14_NAME} is not prepared as array_record in {data_dir} ({type(e).__name__}): set '
+        '--experiment.data.data_dir to a TFDS folder holding it, prepared on a machine with the '
+        'data by `tfds build wmt14_translate/de-en --file_format=array_record`') from None
 
 
 def _text_pair(data_config, split, workdir):
@@ -109,13 +132,16 @@ def get_tokenizer(data_config, workdir):
   _check_dataset(data_config)
   if data_config.dataset in COPY_TASKS:
     return tokenizer_lib.IdentityTokenizer(_copy_config(data_config).vocab_size)
-  pair = multi30k.pair_name(data_config.source_lang, data_config.target_lang)
-  prefix = os.path.join(workdir, 'tokenizer', f'multi30k_{pair}_{data_config.tokenizer_type}'
-                        f'{data_config.vocab_size}')
+  if data_config.dataset == 'wmt14':
+    pair, limit = 'de-en', WMT14_TOKENIZER_PAIRS
+  else:
+    pair, limit = multi30k.pair_name(data_config.source_lang, data_config.target_lang), None
+  prefix = os.path.join(workdir, 'tokenizer', f'{data_config.dataset}_{pair}_'
+                        f'{data_config.tokenizer_type}{data_config.vocab_size}')
 
   def sentences_fn():
     sources, targets = _text_pair(data_config, 'train', workdir)
-    return sources + targets
+    return sources[:limit] + targets[:limit]
 
   return tokenizer_lib.get_or_train_tokenizer(
       prefix, vocab_size=data_config.vocab_size, model_type=data_config.tokenizer_type,
