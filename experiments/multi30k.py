@@ -14,7 +14,18 @@ selection on val; test_2016_flickr read once at the end.
 
 Raw data: the task-1 files of https://github.com/multi30k/dataset (data/task1/raw:
 {train,val,test_2016_flickr}.{en,de,fr}.gz) in the folder `data.raw_dir`.
-Measured results: see README.md ("Results").
+
+Measured (2-core AMD EPYC CPU, no GPU), with 4096-slot packed batches:
+  python launch.py --experiment=experiments/multi30k.py --workdir=runs/m30k \
+      --experiment.data.tokens_per_batch=4096 --experiment.train.eval_every_steps=750
+  stopped by SIGTERM after step 4000 (72 min wall, evaluations included), then
+  ... same flags ... --mode=eval --step=4000 --experiment.eval.average_last=5 \
+      --experiment.eval.split=test
+Expect: val sacreBLEU 10.0 / 27.5 / 32.3 / 34.6 / 36.9 after 14 / 27 / 40 / 53 / 66 min;
+test_2016_flickr (last 5 checkpoints averaged, beam 5) cased sacreBLEU 37.66,
+bleu_tok_lc 38.02. The full recipe (8000 steps of 8192 slots, last 10 averaged) takes
+about 4.5 h on that CPU and has not been run to the end yet; the published
+Transformer-Tiny scores 41.02.
 """
 from experiments import base
 
