@@ -177,7 +177,7 @@ def test_eval_batches_slice_per_process(workdir):
 
 def test_unknown_dataset_is_a_user_error(workdir):
   with pytest.raises(UserError, match='--experiment.data.dataset'):
-    data.get_tokenizer(_data_config(dataset='wmt14'), workdir)
+    data.get_tokenizer(_data_config(dataset='wmt19'), workdir)
 
 
 def test_multi30k_missing_raw_dir_is_a_user_error(tmp_path):
