@@ -88,10 +88,8 @@ def parse_flags(argv):
 
 
 def default_workdir() -> str:
-  name = config_flags.get_config_filename(flags.FLAGS['experiment'])
-  stem, _, variant = pathlib.Path(name).name.partition(':')
-  stem = stem.removesuffix('.py')
-  variant = name.partition(':')[2]
+  path, _, variant = config_flags.get_config_filename(flags.FLAGS['experiment']).partition(':')
+  stem = pathlib.Path(path).stem
   return str(REPO / 'runs' / (f'{stem}_{variant}' if variant else stem))
 
 

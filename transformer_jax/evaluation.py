@@ -49,8 +49,8 @@ class Evaluator:
     """Token-level loss/nll/accuracy over the split (sums reduced on the host)."""
     runner = self.parts.runner
     pending = [runner.eval_step(params, runner.put_batch(b)) for b in self.batches()]
-    host = jax.device_get(pending)
-    sums = {k: float(sum(np.asarray(m[k]).sum() for m in host)) for k in host[0]}
+    sums = metrics_writer.sum_device_metrics(pending)
+    sums.pop('num_steps')                       # batches, not steps: nothing to average by it
     out = metrics_writer.reduce_sums(sums)
     out.pop('tokens', None)
     return out

@@ -7,12 +7,21 @@ import json
 import math
 import os
 import time
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import jax
+import numpy as np
 from absl import logging
 
 from transformer_jax.errors import UserError
+
+
+def sum_device_metrics(pending: List[Dict[str, Any]]) -> Dict[str, float]:
+  """Adds up metric dicts still on device (one host transfer for all); `num_steps` counts them."""
+  host = jax.device_get(pending)
+  sums = {k: float(sum(np.asarray(m[k]).sum() for m in host)) for k in host[0]}
+  sums['num_steps'] = float(len(host))
+  return sums
 
 
 def reduce_sums(sums: Dict[str, float]) -> Dict[str, float]:

@@ -4,6 +4,7 @@ import os
 import sys
 from typing import List, Optional
 
+import jax
 import numpy as np
 from absl import logging
 
@@ -23,17 +24,15 @@ def train(config, workdir: str):
 
 def restore_params(config, workdir: str, parts, step: Optional[int]):
   """Params of checkpoint `step` (latest if None), averaged over the last `eval.average_last`."""
-  differences = workdir_lib.pinned_differences(workdir_lib.load_config(workdir),
-                                               workdir_lib.as_json(config))
-  if differences:
-    raise UserError(f'the experiment differs from the run in {workdir} ({"; ".join(differences[:3])}): '
-                    'pass the same experiment and overrides as for training')
+  workdir_lib.load_config(workdir)           # a run must exist here ...
+  workdir_lib.check_config(workdir, config)  # ... made with these pinned settings
   ckpt = checkpoint.Checkpointer(workdir, max_to_keep=None, async_save=False)
   available = ckpt.all_steps()
   if not available:
     raise UserError(f'no checkpoint in {workdir}: train first, or point --workdir at a run')
   step = step if step is not None else available[-1]
-  template = components.init_state(parts, config.train.seed)
+  # Shapes are all a restore needs: no random initialisation just to be overwritten.
+  template = jax.eval_shape(lambda: components.init_state(parts, config.train.seed))
   k = max(1, config.eval.average_last)
   chosen = [s for s in available if s <= step][-k:]
   if len(chosen) > 1:
@@ -75,12 +74,9 @@ def _source_batches(tokenizer, lines: List[str], data_config, batch_multiple: in
   """(batch, row order) pairs: sources sorted by length, padded to bucket lengths, one row count."""
   ids = tokenizer.encode(lines)
   order = np.argsort([len(x) for x in ids], kind='stable')
-  buckets = batching.normalize_bucket_lengths(tuple(data_config.bucket_lengths), data_config.max_len)
-  longest = max(len(x) for x in ids)
-  if longest > buckets[-1]:
-    buckets += (-(-longest // 8) * 8,)
-  rows = batching.rows_for_length(data_config.tokens_per_batch,
-                                  buckets[batching.bucket_ids(longest, buckets)], batch_multiple)
+  buckets, rows = batching.eval_layout(data_config.bucket_lengths, data_config.max_len,
+                                       max(len(x) for x in ids), data_config.tokens_per_batch,
+                                       batch_multiple)
   for start in range(0, len(order), rows):
     chosen = order[start:start + rows]
     length = buckets[batching.bucket_ids(max(len(ids[i]) for i in chosen), buckets)]
@@ -90,7 +86,6 @@ def _source_batches(tokenizer, lines: List[str], data_config, batch_multiple: in
 
 def translate(config, workdir: str, step: Optional[int] = None, input_path: str = '-'):
   """Source sentences (one a line, stdin or a file) -> translations on stdout, in order."""
-  import jax
   if jax.process_count() > 1:
     raise UserError('--mode=translate runs in one process: drop --multihost')
   lines = _read_lines(input_path)

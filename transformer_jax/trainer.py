@@ -2,10 +2,9 @@
 steps, data, checkpoints, evaluation and logging live in their own modules.
 """
 import signal
-from typing import Dict, List, Optional
+from typing import Dict
 
 import jax
-import numpy as np
 from absl import logging
 
 from transformer_jax import checkpoint
@@ -37,13 +36,6 @@ class StopSignal:
   def __exit__(self, *exc_info):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
-
-
-def _sum_metrics(pending: List[Dict[str, np.ndarray]]) -> Dict[str, float]:
-  host = jax.device_get(pending)
-  sums = {k: float(sum(np.asarray(m[k]).sum() for m in host)) for k in host[0]}
-  sums['num_steps'] = float(len(host))
-  return sums
 
 
 def _restore_or_init(parts, ckpt, train_iter, seed):
@@ -80,7 +72,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   def flush(step):
     nonlocal pending
     if pending:
-      metrics = metrics_writer.reduce_sums(_sum_metrics(pending))
+      metrics = metrics_writer.reduce_sums(metrics_writer.sum_device_metrics(pending))
       metrics_writer.check_finite(step, metrics, last_saved)
       writer.train_progress(step, metrics)
       pending = []

@@ -60,6 +60,20 @@ def example_lengths(inputs, targets):
                     np.fromiter(map(len, targets), np.int64, len(targets)))
 
 
+def eval_layout(bucket_lengths, max_len, longest, tokens_per_batch, batch_multiple):
+  """(buckets, rows) for a set that is never trimmed (evaluation, translation).
+
+  The bucket ladder gains one length (a multiple of 8) when `longest` exceeds max_len;
+  every batch gets the row count of the token budget at the longest bucket needed, so
+  there is one shape per bucket.
+  """
+  buckets = normalize_bucket_lengths(tuple(bucket_lengths), max_len)
+  if longest > buckets[-1]:
+    buckets += (-(-longest // 8) * 8,)
+  rows = rows_for_length(tokens_per_batch, buckets[bucket_ids(longest, buckets)], batch_multiple)
+  return buckets, rows
+
+
 def bucket_ids(lengths, bucket_lengths):
   """Index of the smallest bucket holding each length (len(bucket_lengths) if none)."""
   return np.searchsorted(np.asarray(bucket_lengths), lengths, side='left')

@@ -360,14 +360,11 @@ def make_eval_batches(data_config, tokenizer, split, *, workdir, batch_multiple,
   examples = load_examples(data_config, tokenizer, split, workdir=workdir)
   if not len(examples):
     raise UserError(f'split {split!r} of {data_config.dataset} is empty: check the data files')
-  buckets = batching.normalize_bucket_lengths(tuple(data_config.bucket_lengths),
-                                              data_config.max_len)
   lengths = batching.example_lengths(examples.inputs, examples.targets)
-  longest = int(lengths.max())
-  if longest > buckets[-1]:
-    buckets += (-(-longest // 8) * 8,)
-  rows = rows_per_batch or batching.rows_for_length(
-      data_config.tokens_per_batch, buckets[batching.bucket_ids(longest, buckets)], batch_multiple)
+  buckets, rows = batching.eval_layout(data_config.bucket_lengths, data_config.max_len,
+                                       int(lengths.max()), data_config.tokens_per_batch,
+                                       batch_multiple)
+  rows = rows_per_batch or rows
   if rows % batch_multiple:
     raise UserError(f'eval rows_per_batch={rows} is not a multiple of batch_multiple='
                     f'{batch_multiple} (the global device count): choose a multiple')
