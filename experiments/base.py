@@ -13,14 +13,21 @@ from transformer_jax.config import NAMED_SETTINGS, TransformerConfig
 
 
 def model_config(setting: str = 'tiny', **changes) -> ml_collections.ConfigDict:
-  """All TransformerConfig fields for a named setting; Optional fields become typed placeholders.
+  """`family='transformer'` and all TransformerConfig fields for a named setting.
 
   vocab_size 0 means "take it from the data's tokenizer".
   """
-  defaults = dataclasses.asdict(TransformerConfig(**NAMED_SETTINGS[setting]))
+  return dataclass_config(TransformerConfig(**NAMED_SETTINGS[setting]), 'transformer', **changes)
+
+
+def dataclass_config(defaults, family: str, **changes) -> ml_collections.ConfigDict:
+  """`config.model` for any family: its name plus every field of the config dataclass
+  instance `defaults` (Optional fields become typed placeholders, so `--x=16` parses),
+  with vocab_size 0 and `changes` applied."""
+  hints = typing.get_type_hints(type(defaults))
+  defaults = dataclasses.asdict(defaults)
   defaults.update(vocab_size=0, **changes)
-  hints = typing.get_type_hints(TransformerConfig)
-  fields = {}
+  fields = {'family': family}
   for name, value in defaults.items():
     if value is None:     # Optional[int] etc.: keep the type so `--x=16` parses
       value = config_dict.placeholder(typing.get_args(hints[name])[0])

@@ -9,45 +9,63 @@ import jax
 import jax.numpy as jnp
 
 from transformer_jax import data
+from transformer_jax import families
 from transformer_jax import optim
 from transformer_jax import parallel
 from transformer_jax import steps
-from transformer_jax.config import TransformerConfig
 from transformer_jax.data import batching
 from transformer_jax.errors import UserError
-from transformer_jax.models.transformer import Transformer
 
 
 @dataclasses.dataclass
 class Components:
   tokenizer: Any
-  model_config: TransformerConfig
-  model: Transformer
+  model_config: Any          # the family's config dataclass (TransformerConfig, RNNConfig, ...)
+  model: Any                 # flax module
+  family: families.Family
   tx: Any
   learning_rate_fn: Callable[[Any], Any]
   runner: Any
 
 
-def make_model_config(model_section, vocab_size: int) -> TransformerConfig:
-  """TransformerConfig(**config.model), with vocab_size 0 taken from the tokenizer."""
+def family_of(config) -> families.Family:
+  name = config.model.get('family', 'transformer')
+  try:
+    return families.get(name)
+  except ValueError as e:
+    raise UserError(f'{e}: set --experiment.model.family') from None
+
+
+def make_model_config(model_section, vocab_size: int):
+  """The family's config dataclass from `config.model`, with vocab_size 0 taken from the tokenizer."""
   fields = model_section.to_dict()
+  family = families.get(fields.pop('family', 'transformer'))
   if not fields.get('vocab_size'):
     fields['vocab_size'] = vocab_size
   elif fields['vocab_size'] < vocab_size:
     raise UserError(f'model.vocab_size={fields["vocab_size"]} is smaller than the tokenizer\'s '
                     f'{vocab_size}: set --experiment.model.vocab_size=0 to follow the tokenizer')
   try:
-    return TransformerConfig(**fields)
+    return family.config_class()(**fields)
   except (TypeError, ValueError) as e:
     raise UserError(f'{e}') from None
 
 
+def schedule_dim(config) -> int:
+  """The width the paper's default peak learning rate scales with (d_model, or the RNN/embedding size)."""
+  for name in ('model_dim', 'hidden_dim', 'embed_dim'):
+    if config.model.get(name):
+      return config.model[name]
+  return 512
+
+
 def preflight(config, workdir: str) -> None:
   """Every check that needs no data or compilation, so a bad config fails before any write:
-  the model fields, the optimizer, the parallelism, the data's presence, and a batch
+  the model family and fields, the optimizer, the parallelism, the data's presence, and a batch
   that splits evenly over the devices."""
+  family_of(config)
   make_model_config(config.model, vocab_size=max(config.data.get('vocab_size', 1), 1))
-  optim.make_optimizer(config.optim, config.model.model_dim, config.train.num_steps)
+  optim.make_optimizer(config.optim, schedule_dim(config), config.train.num_steps)
   if config.train.parallelism not in parallel.RUNNERS:
     raise UserError(f'unknown train.parallelism {config.train.parallelism!r}: '
                     f'choose one of {sorted(parallel.RUNNERS)}')
@@ -59,17 +77,19 @@ def preflight(config, workdir: str) -> None:
 
 def build(config, workdir: str) -> Components:
   tokenizer = data.get_tokenizer(config.data, workdir)
+  family = family_of(config)
   model_config = make_model_config(config.model, tokenizer.vocab_size)
-  model = Transformer(model_config)
-  tx, learning_rate_fn = optim.make_optimizer(config.optim, model_config.model_dim,
+  model = family.model_class()(model_config)
+  tx, learning_rate_fn = optim.make_optimizer(config.optim, schedule_dim(config),
                                               config.train.num_steps)
   runner = parallel.make_runner(config.train.parallelism, model=model,
                                 label_smoothing=config.train.label_smoothing,
                                 learning_rate_fn=learning_rate_fn)
-  return Components(tokenizer, model_config, model, tx, learning_rate_fn, runner)
+  return Components(tokenizer, model_config, model, family, tx, learning_rate_fn, runner)
 
 
 def init_state(parts: Components, seed: int) -> steps.TrainState:
   """Fresh host state; only shapes of the example batch matter."""
-  example = {k: jax.ShapeDtypeStruct((1, 8), jnp.int32) for k in ('inputs', 'targets')}
+  example = {key: jax.ShapeDtypeStruct((1, 8)[:rank], jnp.dtype(dtype))
+             for key, rank, dtype in parts.family.example_batch}
   return steps.init_train_state(parts.model, jax.random.PRNGKey(seed), example, parts.tx)

@@ -124,3 +124,105 @@ NAMED_SETTINGS = {
     'base': dict(model_dim=512, num_heads=8, mlp_dim=2048, num_layers=6, dropout_rate=0.1),
     'big': dict(model_dim=1024, num_heads=16, mlp_dim=4096, num_layers=6, dropout_rate=0.3),
 }
+
+
+CELLS = ('gru', 'lstm')
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNConfig:
+  """Hyper-parameters of the RNN encoder-decoder (Cho et al., 2014; Sutskever et al., 2014)
+  and of its attention variant (Bahdanau et al., 2015).
+
+  Attributes:
+    vocab_size: source vocabulary (and target too when `share_embeddings`).
+    target_vocab_size: target vocabulary; None means the same as `vocab_size`.
+    share_embeddings: one embedding table for source and target.
+    cell: 'gru' or 'lstm'.
+    attention: additive attention over the encoder states at every decoder step
+      (Bahdanau); False keeps only the fixed-length context vector (Cho).
+    bidirectional: the encoder reads the source both ways and concatenates the states.
+    embed_dim: size of the word embeddings.
+    hidden_dim: size of each RNN state (per direction in the encoder).
+    attention_dim: size of the additive attention's hidden layer.
+    dropout_rate: dropout on embeddings and on the layer below the output softmax.
+    max_len: longest target a decoding cache is made for.
+    dtype: compute dtype name.
+    pad_id: padding id (also the BOS the decoder input starts with).
+  """
+  vocab_size: int = 10000
+  target_vocab_size: Optional[int] = None
+  share_embeddings: bool = True
+  cell: str = 'gru'
+  attention: bool = True
+  bidirectional: bool = True
+  embed_dim: int = 256
+  hidden_dim: int = 512
+  attention_dim: int = 256
+  dropout_rate: float = 0.2
+  max_len: int = 256
+  dtype: str = 'float32'
+  pad_id: int = 0
+
+  def __post_init__(self):
+    if self.cell not in CELLS:
+      raise ValueError(f'RNNConfig: cell={self.cell!r}: use one of {CELLS}')
+    if self.dtype not in DTYPES:
+      raise ValueError(f'RNNConfig: dtype={self.dtype!r}: use one of {DTYPES}')
+    if self.share_embeddings and self.target_vocab_size not in (None, self.vocab_size):
+      raise ValueError('RNNConfig: share_embeddings needs one vocabulary: set '
+                       'share_embeddings=False or equal sizes')
+
+  @property
+  def output_vocab_size(self) -> int:
+    return self.target_vocab_size if self.target_vocab_size is not None else self.vocab_size
+
+  def replace(self, **changes: Any) -> 'RNNConfig':
+    return dataclasses.replace(self, **changes)
+
+
+POOLINGS = ('mean', 'cls')
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig(TransformerConfig):
+  """An encoder-only Transformer with a classification head.
+
+  Attributes (besides TransformerConfig's; the decoder fields are unused):
+    num_classes: number of labels.
+    pooling: 'mean' (mean of the encoder outputs over real tokens) or 'cls' (the output
+      at a class token prepended to every sentence).
+  """
+  num_classes: int = 2
+  pooling: str = 'mean'
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.pooling not in POOLINGS:
+      raise ValueError(f'ClassifierConfig: pooling={self.pooling!r}: use one of {POOLINGS}')
+    if self.num_classes < 2:
+      raise ValueError(f'ClassifierConfig: num_classes={self.num_classes} must be at least 2')
+
+
+WORD2VEC_MODES = ('skipgram', 'cbow')
+
+
+@dataclasses.dataclass(frozen=True)
+class Word2VecConfig:
+  """word2vec (Mikolov et al., 2013) with negative sampling.
+
+  Attributes:
+    vocab_size: number of words (0 in an experiment: the data's vocabulary).
+    embed_dim: size of the word vectors.
+    mode: 'skipgram' (center word predicts each context word) or 'cbow' (the mean of the
+      context words predicts the center word).
+    pad_id: padding id (masked out of CBOW means and of the loss).
+  """
+  vocab_size: int = 10000
+  embed_dim: int = 128
+  mode: str = 'skipgram'
+  pad_id: int = 0
+
+  def __post_init__(self):
+    if self.mode not in WORD2VEC_MODES:
+      raise ValueError(f'Word2VecConfig: mode={self.mode!r}: use one of {WORD2VEC_MODES}')

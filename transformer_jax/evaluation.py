@@ -1,8 +1,12 @@
 """Evaluation on a split: teacher-forced loss, perplexity and token accuracy, and (when
 `eval.bleu`) decoding with sacreBLEU, `bleu_tok_lc` and exact match. Used by the
 training loop and by `--mode=eval`.
+
+A family may add metrics of its own (EXTRA_METRICS, e.g. word2vec's SimLex-999
+correlation): `fn(evaluator, params) -> dict`, called after the loss metrics.
 """
 import functools
+import importlib
 from typing import Dict, List
 
 import jax
@@ -14,6 +18,8 @@ from transformer_jax import bleu
 from transformer_jax import data
 from transformer_jax import metrics_writer
 from transformer_jax import predict
+
+EXTRA_METRICS = {'word2vec': 'transformer_jax.word_vectors:eval_metrics'}
 
 
 class Evaluator:
@@ -81,8 +87,12 @@ class Evaluator:
   def evaluate(self, params, step: int, writer=None, *, with_bleu=None) -> Dict[str, float]:
     """Loss metrics, plus decoding metrics when `eval.bleu` (or `with_bleu`) is set."""
     metrics = self.loss_metrics(params)
+    extra = EXTRA_METRICS.get(self.parts.family.name)
+    if extra:
+      module, name = extra.split(':')
+      metrics.update(getattr(importlib.import_module(module), name)(self, params))
     with_bleu = self.config.eval.bleu if with_bleu is None else with_bleu
-    if with_bleu:
+    if with_bleu and self.parts.family.decodes:
       self.last_hypotheses = self.translate(params)
       metrics.update(self.bleu_metrics(self.last_hypotheses))
     if writer is not None:

@@ -1,7 +1,13 @@
-"""predict_step: translate a batch with the encoder-decoder Transformer through its KV cache.
+"""predict_step: translate a batch with an encoder-decoder through its decoding cache.
 
 The searches themselves (greedy, beam, sampling) are model-agnostic and live in
-decode.py; this module supplies the Transformer's `tokens_to_logits_fn` and cache.
+decode.py; this module supplies `tokens_to_logits_fn` and the cache for any model with
+the cached encoder-decoder interface (families.Family.decodes): the Transformer and the
+RNN seq2seq models. Such a model has
+  encode(inputs) -> encoded, and
+  decode(encoded, inputs, targets) -> logits, which with `decoding=True` reads and
+  updates a 'cache' collection one target position per call; the first call (with a
+  [n, max_decode_len] placeholder) only creates the cache.
 `predict_step` is pure, so parallel.py can pmap or jit it like the train step.
 """
 import dataclasses
@@ -11,7 +17,6 @@ import jax
 import jax.numpy as jnp
 
 from transformer_jax import decode
-from transformer_jax.models.transformer import Transformer
 
 METHODS = ('greedy', 'beam', 'sample')
 
@@ -34,12 +39,12 @@ class SearchSettings:
     return cls(**{k: v for k, v in decode_config.to_dict().items() if k in fields})
 
 
-def init_cache(model: Transformer, params: Any, encoded: jnp.ndarray, inputs: jnp.ndarray,
+def init_cache(model: Any, params: Any, encoded: jnp.ndarray, inputs: jnp.ndarray,
                max_decode_len: int) -> Any:
   """The decoder's 'cache' collection, with the encoder keys/values already projected.
 
   Args:
-    model: the Transformer (decoding=False is fine; a decoding clone is used).
+    model: the encoder-decoder (decoding=False is fine; a decoding clone is used).
     params: trained parameters (the cross-attention cache is computed from them).
     encoded: [n, src_len, model_dim] encoder output (already tiled for beams).
     inputs: [n, src_len] source ids (for the padding mask).
@@ -48,18 +53,18 @@ def init_cache(model: Transformer, params: Any, encoded: jnp.ndarray, inputs: jn
   decoder = model.clone(decoding=True)
   placeholder = jnp.zeros((inputs.shape[0], max_decode_len), jnp.int32)
   _, variables = decoder.apply({'params': params}, encoded, inputs, placeholder,
-                               method=Transformer.decode, mutable=['cache'])
+                               method='decode', mutable=['cache'])
   return variables['cache']
 
 
-def make_tokens_to_logits(model: Transformer, params: Any, encoded: jnp.ndarray,
+def make_tokens_to_logits(model: Any, params: Any, encoded: jnp.ndarray,
                           inputs: jnp.ndarray):
   """tokens_to_logits_fn(ids [n, 1], cache) -> (logits [n, vocab], cache) for decode.py."""
   decoder = model.clone(decoding=True)
 
   def tokens_to_logits(ids, cache):
     logits, variables = decoder.apply({'params': params, 'cache': cache}, encoded, inputs, ids,
-                                      method=Transformer.decode, mutable=['cache'])
+                                      method='decode', mutable=['cache'])
     # PAD (also the BOS input) is never a real output: the searches must not pick it.
     logits = logits[:, 0].at[:, model.config.pad_id].set(decode.NEG_INF)
     return logits, variables['cache']
@@ -73,13 +78,13 @@ def decode_lengths(inputs: jnp.ndarray, settings: SearchSettings, max_len: int) 
   return max_decode_len, jnp.minimum(source_lengths + settings.max_extra_len, max_decode_len)
 
 
-def predict_step(params: Any, batch: dict, *, model: Transformer, settings: SearchSettings,
+def predict_step(params: Any, batch: dict, *, model: Any, settings: SearchSettings,
                  eos_id: int) -> jnp.ndarray:
   """Output ids [batch, max_decode_len] (EOS kept, PAD after it) for `batch['inputs']`."""
   inputs = batch['inputs']
   batch_size = inputs.shape[0]
   max_decode_len, max_lengths = decode_lengths(inputs, settings, model.config.max_len)
-  encoded = model.apply({'params': params}, inputs, method=Transformer.encode)
+  encoded = model.apply({'params': params}, inputs, method='encode')
   common = dict(batch_size=batch_size, max_decode_len=max_decode_len, eos_id=eos_id,
                 max_lengths=max_lengths)
   if settings.method == 'beam':

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.training import train_state
 
-from transformer_jax import losses
+from transformer_jax import objectives
 
 
 class TrainState(train_state.TrainState):
@@ -88,28 +88,6 @@ def step_rng(rng, step, axis_name):
   return rng
 
 
-def labels_and_weights(batch):
-  """What the loss compares the logits with: `(labels, weights)`.
-
-  Together with `model_logits`, the one place that knows the batch layout;
-  a model family with other labels (e.g. a classifier) changes these two.
-
-  Args:
-    batch: dict with int32 `targets` `[batch, length]` (pad id 0).
-
-  Returns:
-    (labels int32 `[batch, length]`, weights float32 `[batch, length]`).
-  """
-  return batch['targets'], losses.target_weights(batch['targets'])
-
-
-def model_logits(model, params, batch, *, deterministic, rng=None):
-  """Logits `[batch, length, vocab]` of `model` on `batch` (all keys passed through)."""
-  rngs = None if rng is None else {'dropout': rng}
-  return model.apply({'params': params}, **batch, deterministic=deterministic,
-                     rngs=rngs)
-
-
 def _global_norm(tree):
   leaves = jax.tree_util.tree_leaves(tree)
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
@@ -135,15 +113,17 @@ def train_step(state, batch, *, model, label_smoothing, learning_rate_fn=None,
     (real tokens); and per-step values `grad_norm` (of the global-batch gradient,
     before clipping), `param_norm` (after the update) and `learning_rate`.
   """
-  labels, weights = labels_and_weights(batch)
+  objective = objectives.objective_of(model)
+  weights = objectives.weights(objective, batch)
   total_weight = psum(jnp.sum(weights), axis_name)
   # An all-padding batch would divide 0 by 0; its gradient is 0 either way.
   denominator = jnp.where(total_weight > 0, total_weight, 1.0)
   rng = step_rng(state.rng, state.step, axis_name)
 
   def loss_fn(params):
-    logits = model_logits(model, params, batch, deterministic=False, rng=rng)
-    sums = losses.compute_metrics(logits, labels, label_smoothing, weights)
+    outputs = objectives.model_outputs(model, params, batch, deterministic=False, rng=rng)
+    sums = objectives.metric_sums(objective, outputs, batch, label_smoothing=label_smoothing,
+                                  weight=weights)
     # Each device divides by the *global* count, so the psum of the per-device
     # gradients is the gradient of the global token mean.
     return sums['loss'] / denominator, sums
@@ -173,7 +153,7 @@ def eval_step(params, batch, *, model, label_smoothing, axis_name=None):
   Returns:
     dict of float32 sums over the global batch: `loss`, `nll`, `accuracy`, `weight`.
   """
-  labels, weights = labels_and_weights(batch)
-  logits = model_logits(model, params, batch, deterministic=True)
-  sums = losses.compute_metrics(logits, labels, label_smoothing, weights)
+  outputs = objectives.model_outputs(model, params, batch, deterministic=True)
+  sums = objectives.metric_sums(objectives.objective_of(model), outputs, batch,
+                                label_smoothing=label_smoothing)
   return psum(sums, axis_name)

@@ -31,9 +31,16 @@ def as_json(config) -> Dict[str, Any]:
   return json.loads(json.dumps(config.to_dict() if hasattr(config, 'to_dict') else config))
 
 
+# Keys added after runs were recorded, with the value a run without them had.
+_IMPLIED = {'model.family': 'transformer'}
+
+
 def pinned_differences(saved: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
   """'key: saved -> current' for every pinned key that differs."""
   old, new = _flatten(saved), _flatten(current)
+  for key, value in _IMPLIED.items():
+    old.setdefault(key, value)
+    new.setdefault(key, value)
   pinned = lambda k: any(k == p or k.startswith(p + '.') for p in PINNED)
   keys = sorted(k for k in set(old) | set(new) if pinned(k) and old.get(k) != new.get(k))
   return [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in keys]

@@ -12,6 +12,7 @@ own contiguous slice of rows, so all processes get equal shapes at every step.
 """
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 
@@ -25,7 +26,15 @@ from transformer_jax.data import tokenizer as tokenizer_lib
 from transformer_jax.errors import UserError
 
 COPY_TASKS = copy_task.TASKS
-DATASETS = COPY_TASKS + ('multi30k', 'wmt14')
+# Datasets of other layouts than (inputs, targets) translation pairs live in their own
+# modules, each with check_available, get_tokenizer, make_train_iterator and
+# make_eval_batches of the same signatures as the functions here.
+OTHER_LAYOUTS = {
+    'multi30k_mono': 'transformer_jax.data.monolingual',   # sentences of one language (LM)
+    'sst2': 'transformer_jax.data.sst2',                   # sentence + label (classifier)
+    'word2vec_text': 'transformer_jax.data.word_pairs',    # (center, context, negatives)
+}
+DATASETS = COPY_TASKS + ('multi30k', 'wmt14') + tuple(OTHER_LAYOUTS)
 # WMT 2014 en-de as TFDS prepares it (the paper's data); read only where already prepared.
 WMT14_NAME = 'wmt14_translate/de-en'
 # Sentences the WMT tokenizer is trained on (sentencepiece needs no more to learn 37k pieces).
@@ -62,9 +71,17 @@ def _check_dataset(data_config):
                     f'to one of {", ".join(DATASETS)}')
 
 
+def _other_layout(data_config):
+  """The module of a dataset listed in OTHER_LAYOUTS, or None for translation pairs."""
+  _check_dataset(data_config)
+  path = OTHER_LAYOUTS.get(data_config.dataset)
+  return importlib.import_module(path) if path else None
+
+
 def check_available(data_config, workdir):
   """Raises UserError, before anything is written, if the data named by the config cannot be had."""
-  _check_dataset(data_config)
+  if _other_layout(data_config):
+    return _other_layout(data_config).check_available(data_config, workdir)
   if data_config.dataset == 'multi30k':
     pair = multi30k.pair_name(data_config.source_lang, data_config.target_lang)
     if not os.path.isdir(os.path.join(_data_dir(data_config, workdir), 'multi30k', pair)):
@@ -129,7 +146,8 @@ def get_tokenizer(data_config, workdir):
   Multi-host: every process may call this at once; the first finished model wins and
   all load it (see tokenizer.train_tokenizer).
   """
-  _check_dataset(data_config)
+  if _other_layout(data_config):
+    return _other_layout(data_config).get_tokenizer(data_config, workdir)
   if data_config.dataset in COPY_TASKS:
     return tokenizer_lib.IdentityTokenizer(_copy_config(data_config).vocab_size)
   if data_config.dataset == 'wmt14':
@@ -307,6 +325,10 @@ def make_train_iterator(data_config, tokenizer, *, workdir, batch_multiple, proc
     down to a multiple of batch_multiple. Packed (`pack=True`): length is max_len and
     bucket_lengths is unused.
   """
+  if _other_layout(data_config):
+    return _other_layout(data_config).make_train_iterator(
+        data_config, tokenizer, workdir=workdir, batch_multiple=batch_multiple,
+        process_index=process_index, process_count=process_count)
   examples = load_examples(data_config, tokenizer, 'train', workdir=workdir)
   return TrainIterator(
       examples, max_len=data_config.max_len, tokens_per_batch=data_config.tokens_per_batch,
@@ -357,6 +379,10 @@ def make_eval_batches(data_config, tokenizer, split, *, workdir, batch_multiple,
   Returns:
     EvalData.
   """
+  if _other_layout(data_config):
+    return _other_layout(data_config).make_eval_batches(
+        data_config, tokenizer, split, workdir=workdir, batch_multiple=batch_multiple,
+        process_index=process_index, process_count=process_count, rows_per_batch=rows_per_batch)
   examples = load_examples(data_config, tokenizer, split, workdir=workdir)
   if not len(examples):
     raise UserError(f'split {split!r} of {data_config.dataset} is empty: check the data files')
