@@ -15,10 +15,18 @@ EXPERIMENTS = sorted(p.stem for p in pathlib.Path(__file__).resolve().parents[1]
                      if p.stem not in ('__init__', 'base'))
 
 
+SHARED_PREFIX = '../shared/data/'
+
+
 def smoke_config(name, shared=None):
+  """The :smoke config, with every '../shared/data/...' path pointed at `shared`."""
   config = importlib.import_module(f'experiments.{name}').get_config('smoke')
-  if shared is not None and config.data.dataset == 'multi30k':
-    config.data.raw_dir = str(shared / 'multi30k')
+  if shared is not None:
+    for section in config.values():
+      if hasattr(section, 'items'):
+        for key, value in section.items():
+          if isinstance(value, str) and value.startswith(SHARED_PREFIX):
+            section[key] = str(shared / value[len(SHARED_PREFIX):])
   return config
 
 
