@@ -63,7 +63,10 @@ def preflight(config, workdir: str) -> None:
   """Every check that needs no data or compilation, so a bad config fails before any write:
   the model family and fields, the optimizer, the parallelism, the data's presence, and a batch
   that splits evenly over the devices."""
-  family_of(config)
+  family = family_of(config)
+  if config.data.get('pack') and not family.packs:
+    raise UserError(f'model family {family.name!r} does not take packed batches: set '
+                    '--experiment.data.pack=False')
   make_model_config(config.model, vocab_size=max(config.data.get('vocab_size', 1), 1))
   optim.make_optimizer(config.optim, schedule_dim(config), config.train.num_steps)
   if config.train.parallelism not in parallel.RUNNERS:

@@ -19,6 +19,7 @@ class Family:
       0 in an experiment means "the tokenizer's").
     model: 'module:Class' of the flax module, constructed as `Class(config)`.
     example_batch: {key: (rank, dtype)} of the batch `model.init` is called with.
+    packs: the module takes packed batches (`data.pack`: segment ids and positions).
     decodes: the module has `encode(inputs)` and the cached `decode(encoded, inputs,
       targets)` that predict.py searches through.
   """
@@ -26,6 +27,7 @@ class Family:
   config: str
   model: str
   example_batch: Tuple[Tuple[str, int, str], ...]
+  packs: bool = False
   decodes: bool = False
 
   def config_class(self):
@@ -44,11 +46,12 @@ _PAIR = (('inputs', 2, 'int32'), ('targets', 2, 'int32'))
 
 _ALL = (
     Family('transformer', 'transformer_jax.config:TransformerConfig',
-           'transformer_jax.models.transformer:Transformer', _PAIR, decodes=True),
+           'transformer_jax.models.transformer:Transformer', _PAIR, packs=True,
+           decodes=True),
     Family('rnn_seq2seq', 'transformer_jax.config:RNNConfig',
            'transformer_jax.models.rnn_seq2seq:RNNSeq2Seq', _PAIR, decodes=True),
     Family('lm', 'transformer_jax.config:TransformerConfig',
-           'transformer_jax.models.lm:DecoderOnlyLM', (('targets', 2, 'int32'),)),
+           'transformer_jax.models.lm:DecoderOnlyLM', (('targets', 2, 'int32'),), packs=True),
     Family('classifier', 'transformer_jax.config:ClassifierConfig',
            'transformer_jax.models.classifier:EncoderClassifier',
            (('inputs', 2, 'int32'), ('label', 1, 'int32'))),
