@@ -94,6 +94,8 @@ def test_sigterm_saves_a_checkpoint_then_the_run_resumes_from_it(workdir):
   assert process.returncode == 0, rest[-2000:]
   saved = [int(s) for s in os.listdir(workdir / 'checkpoints')]
   assert len(saved) == 1 and saved[0] >= 3
+  # Saved at once: a preempted job has seconds, not an evaluation's minutes.
+  assert '"split": "validation"' not in (workdir / 'metrics.jsonl').read_text()
   resumed = launch(SMOKE, f'--workdir={workdir}', f'--experiment.train.num_steps={saved[0] + 2}')
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert f'resumed from checkpoint step {saved[0]}' in resumed.stderr

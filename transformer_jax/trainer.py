@@ -85,11 +85,12 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
       pending.append(metrics)
       step += 1
       # Sampled once per step: a signal arriving later is seen at the next step, whose
-      # iteration then evaluates and saves before the loop ends.
+      # iteration then saves before the loop ends.
       last = step == cfg.num_steps or stop.requested
       if step % cfg.log_every_steps == 0 or last:
         flush(step)
-      if step % cfg.eval_every_steps == 0 or last:
+      # A stop signal saves at once (preemption leaves seconds); the end of training evaluates.
+      if step % cfg.eval_every_steps == 0 or (last and not stop.requested):
         flush(step)
         eval_metrics = evaluator.evaluate(state.params, step, writer)
       if step % cfg.checkpoint_every_steps == 0 or last:
