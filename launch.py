@@ -1,4 +1,4 @@
-"""Runs an experiment: train (default), evaluate a checkpoint, or translate.
+"""Runs an experiment: train (default), evaluate a checkpoint, translate, or sample an LM.
 
   python launch.py                                      # the default experiment (copy task)
   python launch.py --experiment=experiments/multi30k.py --workdir=runs/m30k
@@ -24,9 +24,10 @@ REPO = pathlib.Path(__file__).resolve().parent
 DEFAULT_EXPERIMENT = 'experiments/copy_task.py'
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'run folder; default runs/<experiment>[_<variant>]')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'translate'], 'what to do')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'translate', 'sample'], 'what to do')
 _STEP = flags.DEFINE_integer('step', None, 'eval/translate: checkpoint step (default: latest)')
-_INPUT = flags.DEFINE_string('input', '-', 'translate: file of source sentences, - for stdin')
+_INPUT = flags.DEFINE_string('input', '-', 'translate: file of source sentences, - for stdin; '
+                             'sample: prompts to continue (without it: decode.num_samples)')
 _MULTIHOST = flags.DEFINE_bool('multihost', False, 'join a multi-process run (jax.distributed)')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'multihost: host:port of process 0')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'multihost: number of processes')
@@ -129,6 +130,9 @@ def main(argv):
       modes.train(config, workdir)
     elif _MODE.value == 'eval':
       modes.evaluate(config, workdir, step=_STEP.value)
+    elif _MODE.value == 'sample':
+      prompts = _INPUT.value if flags.FLAGS['input'].present else None
+      modes.sample(config, workdir, step=_STEP.value, input_path=prompts)
     else:
       modes.translate(config, workdir, step=_STEP.value, input_path=_INPUT.value)
   except UserError as e:

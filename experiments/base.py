@@ -62,7 +62,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   ))
 
   config.optim = ml_collections.ConfigDict(dict(
-      schedule='rsqrt',                                   # rsqrt | constant | cosine
+      optimizer='adam',                                   # adam | sgd | adagrad
+      schedule='rsqrt',                                   # rsqrt | constant | cosine | linear
       learning_rate=config_dict.placeholder(float),       # peak; None = the paper's d^-0.5 warmup^-0.5
       warmup_steps=4000,                                  # the paper's value
       b1=0.9, b2=0.98, eps=1e-9,                          # the paper's Adam
@@ -80,6 +81,7 @@ def get_base_config() -> ml_collections.ConfigDict:
       eval_every_steps=500,
       checkpoint_every_steps=500,
       keep_checkpoints=5,
+      init_embeddings='',                 # word2vec vectors.txt for the embedding rows; '' = off
   ))
 
   config.eval = ml_collections.ConfigDict(dict(

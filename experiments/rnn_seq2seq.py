@@ -25,8 +25,8 @@ def get_config(arg=None):
   config.data.update(dataset='multi30k', source_lang='en', target_lang='de', vocab_size=10000,
                      tokenizer_type='bpe', tokens_per_batch=4096, max_len=128, pack=False)
   config.optim.update(schedule='cosine', learning_rate=2e-3, warmup_steps=200, grad_clip_norm=1.0)
-  config.train.update(num_steps=3000, label_smoothing=0.1, log_every_steps=100,
-                      eval_every_steps=500, checkpoint_every_steps=250, keep_checkpoints=5)
+  config.train.update(num_steps=1200, label_smoothing=0.1, log_every_steps=50,
+                      eval_every_steps=600, checkpoint_every_steps=100, keep_checkpoints=5)
   config.eval.update(bleu=True, average_last=1)
   config.decode.update(method='beam', beam_size=5, alpha=0.6)
   variant, _, rest = (arg or '').partition(',')

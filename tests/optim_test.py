@@ -1,4 +1,4 @@
-"""Tests for transformer_jax.optim: schedules, clipping, accumulation, weight decay."""
+"""Tests for transformer_jax.optim: schedules, update rules, clipping, accumulation, decay."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,8 +48,19 @@ def test_cosine_endpoints():
       [0.0, 1.0, 0.5, 0.0, 0.0], atol=1e-6)
 
 
+def test_linear_decays_to_zero_at_num_steps():
+  config = optim_config(schedule='linear', learning_rate=2.0, warmup_steps=10)
+  schedule = optim.learning_rate_schedule(config, model_dim=8, num_steps=110)
+  np.testing.assert_allclose(
+      [schedule(0), schedule(5), schedule(10), schedule(35), schedule(110), schedule(200)],
+      [0.0, 1.0, 2.0, 1.5, 0.0, 0.0], atol=1e-6)
+  no_warmup = optim.learning_rate_schedule(optim_config(schedule='linear', learning_rate=1.0),
+                                           model_dim=8, num_steps=4)
+  np.testing.assert_allclose([no_warmup(s) for s in range(5)], [1, 0.75, 0.5, 0.25, 0])
+
+
 @pytest.mark.parametrize('overrides, match', [
-    (dict(schedule='linear'), 'unknown optim.schedule'),
+    (dict(schedule='exponential'), 'unknown optim.schedule'),
     (dict(schedule='rsqrt', warmup_steps=0), 'warmup_steps'),
     (dict(schedule='cosine', learning_rate=None), 'learning_rate'),
 ])
@@ -113,3 +124,48 @@ def test_adam_uses_the_papers_betas():
   _, opt_state = tx.update(_grads(2.0), tx.init(_params()), _params())
   nu = optax.tree_utils.tree_get(opt_state, 'nu')
   np.testing.assert_allclose(nu['bias'], (1 - 0.98) * 4.0, rtol=1e-6)
+
+
+def _step(config, grads, num_steps=10):
+  tx, _ = optim.make_optimizer(config, 8, num_steps)
+  updates, _ = tx.update(grads, tx.init(_params()), _params())
+  return updates
+
+
+def test_sgd_update_is_minus_lr_times_grad():
+  grads = {'kernel': jnp.arange(6.0).reshape(2, 3), 'bias': jnp.array([-1.0, 0.5, 2.0])}
+  updates = _step(optim_config(optimizer='sgd', learning_rate=0.25), grads)
+  for name in grads:
+    np.testing.assert_array_equal(updates[name], -0.25 * grads[name])
+  # The linear schedule's first update uses step_num 1: lr * (1 - 1/num_steps).
+  updates = _step(optim_config(optimizer='sgd', schedule='linear', learning_rate=1.0), grads,
+                  num_steps=4)
+  np.testing.assert_allclose(updates['kernel'], -0.75 * grads['kernel'])
+
+
+def test_sgd_decay_clipping_and_accumulation():
+  config = optim_config(optimizer='sgd', learning_rate=0.5, weight_decay=0.1)
+  updates = _step(config, _grads(0.0))
+  np.testing.assert_allclose(updates['kernel'], -0.5 * 0.1 * np.ones((2, 3)), rtol=1e-6)
+  np.testing.assert_array_equal(updates['bias'], 0.0)
+  clipped = _step(optim_config(optimizer='sgd', learning_rate=1.0, grad_clip_norm=1.0),
+                  _grads(3.0))                 # global norm 9 -> 1
+  np.testing.assert_allclose(optax.tree.norm(clipped), 1.0, rtol=1e-6)
+  tx, _ = optim.make_optimizer(optim_config(optimizer='sgd', grad_accum_steps=2), 8, 10)
+  state = tx.init(_params())
+  _, state = tx.update(_grads(1.0), state, _params())
+  updates, _ = tx.update(_grads(3.0), state, _params())
+  np.testing.assert_allclose(updates['bias'], -0.01 * 2.0 * np.ones(3), rtol=1e-6)
+
+
+def test_adagrad_first_step():
+  grads = {'kernel': jnp.full((2, 3), 2.0), 'bias': jnp.array([1.0, -3.0, 0.5])}
+  updates = _step(optim_config(optimizer='adagrad', learning_rate=0.1), grads)
+  # optax.adagrad: accumulator starts at 0.1, update = -lr * g / sqrt(0.1 + g^2 + ...).
+  expected = -0.1 * grads['bias'] / np.sqrt(0.1 + np.asarray(grads['bias'])**2)
+  np.testing.assert_allclose(updates['bias'], expected, rtol=1e-4)
+
+
+def test_unknown_optimizer_is_user_error():
+  with pytest.raises(UserError, match="unknown optim.optimizer 'lamb'"):
+    optim.make_optimizer(optim_config(optimizer='lamb'), 8, 10)

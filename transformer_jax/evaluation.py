@@ -86,6 +86,7 @@ class Evaluator:
 
   def evaluate(self, params, step: int, writer=None, *, with_bleu=None) -> Dict[str, float]:
     """Loss metrics, plus decoding metrics when `eval.bleu` (or `with_bleu`) is set."""
+    self.step = step            # for EXTRA_METRICS that write per-step files
     metrics = self.loss_metrics(params)
     extra = EXTRA_METRICS.get(self.parts.family.name)
     if extra:

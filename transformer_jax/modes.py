@@ -1,4 +1,4 @@
-"""The three things launch.py can do with an experiment: train, evaluate, translate."""
+"""What launch.py can do with an experiment: train, evaluate, translate, sample (an LM)."""
 import json
 import os
 import sys
@@ -12,6 +12,8 @@ from transformer_jax import bleu
 from transformer_jax import checkpoint
 from transformer_jax import components
 from transformer_jax import evaluation
+from transformer_jax import generate
+from transformer_jax import predict
 from transformer_jax import trainer
 from transformer_jax.data import batching
 from transformer_jax import workdir as workdir_lib
@@ -54,20 +56,26 @@ def evaluate(config, workdir: str, step: Optional[int] = None):
   out_dir = os.path.join(workdir, 'eval')
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, f'{evaluator.split}_step{step}_avg{len(chosen)}')
+  if parts.family.decodes:
+    metrics['bleu_by_source_length'] = _write_hypotheses(evaluator, config, stem)
+  with open(stem + '.json', 'w') as f:
+    json.dump(metrics, f, indent=2)
+  logging.info('wrote %s.*', stem)
+  return metrics
+
+
+def _write_hypotheses(evaluator, config, stem: str):
+  """<stem>.{hyp.txt,by_length.md,by_length.png}; returns the BLEU-by-length rows."""
   with open(stem + '.hyp.txt', 'w', encoding='utf-8') as f:
     f.writelines(h + '\n' for h in evaluator.last_hypotheses)
   count = len(evaluator.last_hypotheses)     # eval.max_batches may stop early
   rows = bleu.bleu_by_length(evaluator.eval_data.sources[:count], evaluator.last_hypotheses,
                              evaluator.eval_data.references[:count], lang=evaluator.target_lang)
-  metrics['bleu_by_source_length'] = rows
   with open(stem + '.by_length.md', 'w') as f:
     f.write(bleu.format_table(rows) + '\n')
   bleu.plot_bleu_by_length({config.data.dataset: rows}, stem + '.by_length.png')
-  with open(stem + '.json', 'w') as f:
-    json.dump(metrics, f, indent=2)
   logging.info('BLEU by source length:\n%s', bleu.format_table(rows))
-  logging.info('wrote %s.{json,hyp.txt,by_length.md,by_length.png}', stem)
-  return metrics
+  return rows
 
 
 def _source_batches(tokenizer, lines: List[str], data_config, batch_multiple: int):
@@ -105,6 +113,27 @@ def translate(config, workdir: str, step: Optional[int] = None, input_path: str 
   for text in outputs:
     print(text, flush=True)
   return outputs
+
+
+def sample(config, workdir: str, step: Optional[int] = None, input_path: Optional[str] = None):
+  """LM samples on stdout: `decode.num_samples` of them, or with `input_path` (a file, or -
+  for stdin) one continuation per line, each starting with its prompt."""
+  if jax.process_count() > 1:
+    raise UserError('--mode=sample runs in one process: drop --multihost')
+  family = components.family_of(config)
+  if family.name not in generate.FAMILIES:
+    raise UserError(f'--mode=sample needs a language model, not model.family={family.name!r}: '
+                    'use --mode=translate, or an LM experiment (experiments/multi30k_lm.py)')
+  lines = (_read_lines(input_path) if input_path is not None
+           else [''] * config.decode.get('num_samples', 8))
+  parts = components.build(config, workdir)
+  params, step, chosen = restore_params(config, workdir, parts, step)
+  logging.info('%d samples with checkpoint(s) %s', len(lines), chosen)
+  texts = generate.generate_texts(parts, parts.runner.put_state(params), lines,
+                                  predict.SearchSettings.from_config(config.decode))
+  for text in texts:
+    print(text, flush=True)
+  return texts
 
 
 def _read_lines(input_path: str) -> List[str]:

@@ -8,9 +8,13 @@ written here as `peak * min(step / warmup, sqrt(warmup / step))` with
 `peak = d_model^-0.5 * warmup^-0.5` (the value at `step == warmup`), so an explicit
 `optim.learning_rate` can replace the peak without changing the shape.
 
+`optim.optimizer` picks the update rule: 'adam' (the paper's; AdamW with weight decay),
+'sgd' (plain, no momentum: word2vec's rule, whose sparse rows Adam's momentum would keep
+moving) or 'adagrad'; weight decay for the last two is `-lr * weight_decay * p` on matrices.
+
 Fields read from `optim_config` (an ml_collections.ConfigDict or any object with
-these attributes): schedule, learning_rate, warmup_steps, b1, b2, eps,
-weight_decay, grad_clip_norm, grad_accum_steps.
+these attributes): optimizer (absent = 'adam'), schedule, learning_rate, warmup_steps,
+b1, b2, eps, weight_decay, grad_clip_norm, grad_accum_steps.
 """
 import jax
 import jax.numpy as jnp
@@ -52,25 +56,34 @@ def _constant(peak, warmup_steps):
   return schedule
 
 
-def _cosine(peak, warmup_steps, num_steps):
+def _decaying(peak, warmup_steps, num_steps, decay):
+  """Warmup, then `peak * decay(progress)`, progress going 0 -> 1 from warmup to num_steps."""
   def schedule(step):
     step = jnp.asarray(step, jnp.float32)
     span = max(num_steps - warmup_steps, 1)
     progress = jnp.clip((step - warmup_steps) / span, 0.0, 1.0)
-    cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-    return peak * _warmup_factor(step, warmup_steps) * cosine
+    return peak * _warmup_factor(step, warmup_steps) * decay(progress)
   return schedule
+
+
+def _cosine(peak, warmup_steps, num_steps):
+  return _decaying(peak, warmup_steps, num_steps, lambda p: 0.5 * (1.0 + jnp.cos(jnp.pi * p)))
+
+
+def _linear(peak, warmup_steps, num_steps):
+  return _decaying(peak, warmup_steps, num_steps, lambda p: 1.0 - p)
 
 
 def learning_rate_schedule(optim_config, model_dim, num_steps):
   """The learning rate as a function of the optimizer's update count.
 
   Args:
-    optim_config: reads `schedule` ('rsqrt' | 'constant' | 'cosine'),
+    optim_config: reads `schedule` ('rsqrt' | 'constant' | 'cosine' | 'linear'),
       `learning_rate` (peak; for 'rsqrt' None/0 means the paper's
       `model_dim^-0.5 * warmup_steps^-0.5`) and `warmup_steps`.
     model_dim: d_model, only used for the paper's default peak.
-    num_steps: total number of updates; 'cosine' reaches 0 there.
+    num_steps: total number of updates; 'cosine' and 'linear' (the word2vec tool's
+      decay) reach 0 there.
 
   Returns:
     `schedule(step) -> float32 scalar`, usable under jit/pmap. `step` counts
@@ -87,12 +100,12 @@ def learning_rate_schedule(optim_config, model_dim, num_steps):
     raise UserError(f'optim.schedule=rsqrt needs warmup_steps > 0, got '
                     f'{warmup_steps}: set --experiment.optim.warmup_steps=4000')
   peak = _peak_learning_rate(optim_config, model_dim)
-  if name == 'cosine':
-    return _cosine(peak, warmup_steps, num_steps)
+  if name in ('cosine', 'linear'):
+    return _SCHEDULES[name](peak, warmup_steps, num_steps)
   return _SCHEDULES[name](peak, warmup_steps)
 
 
-_SCHEDULES = {'rsqrt': _rsqrt, 'constant': _constant, 'cosine': _cosine}
+_SCHEDULES = {'rsqrt': _rsqrt, 'constant': _constant, 'cosine': _cosine, 'linear': _linear}
 
 
 def _decay_mask(params):
@@ -109,12 +122,33 @@ def _adam(optim_config, schedule):
   return optax.adam(schedule, **kwargs)
 
 
+def _with_decay(optim_config, rule):
+  """`rule` after adding `weight_decay * p` to the matrices' gradients (if > 0)."""
+  if not optim_config.weight_decay:
+    return rule
+  return optax.chain(optax.add_decayed_weights(optim_config.weight_decay, _decay_mask), rule)
+
+
+_OPTIMIZERS = {
+    'adam': _adam,
+    'sgd': lambda optim_config, schedule: _with_decay(optim_config, optax.sgd(schedule)),
+    'adagrad': lambda optim_config, schedule: _with_decay(optim_config, optax.adagrad(schedule)),
+}
+
+
+def _update_rule(optim_config, schedule):
+  name = getattr(optim_config, 'optimizer', 'adam')
+  if name not in _OPTIMIZERS:
+    raise UserError(f'unknown optim.optimizer {name!r}: choose one of {sorted(_OPTIMIZERS)}')
+  return _OPTIMIZERS[name](optim_config, schedule)
+
+
 def make_optimizer(optim_config, model_dim, num_steps):
-  """Gradient clipping -> Adam(W) with the schedule, optionally accumulated.
+  """Gradient clipping -> Adam(W), SGD or Adagrad with the schedule, optionally accumulated.
 
   Gradient accumulation uses `optax.MultiSteps`: every call of `tx.update` is one
   micro-step; the gradients of `grad_accum_steps` micro-steps are *averaged* and
-  applied as one Adam update on the last of them (the others return zero updates).
+  applied as one update on the last of them (the others return zero updates).
   Each micro-step's loss is normalised by its own real-token count, so the update
   follows the mean of the micro-batch token means; it equals the token mean of
   the combined batch exactly only when the micro-batches hold equally many real
@@ -124,7 +158,7 @@ def make_optimizer(optim_config, model_dim, num_steps):
     optim_config: see the module docstring; `b1, b2, eps` are 0.9, 0.98, 1e-9 in
       the paper, `grad_clip_norm <= 0` and `grad_accum_steps <= 1` switch those off.
     model_dim: d_model (for the paper's default peak learning rate).
-    num_steps: number of optimizer updates (for 'cosine').
+    num_steps: number of optimizer updates (for 'cosine' and 'linear').
 
   Returns:
     (tx, learning_rate_fn): the optax transformation, and the learning rate as a
@@ -139,7 +173,7 @@ def make_optimizer(optim_config, model_dim, num_steps):
   parts = []
   if optim_config.grad_clip_norm and optim_config.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(optim_config.grad_clip_norm))
-  parts.append(_adam(optim_config, schedule))
+  parts.append(_update_rule(optim_config, schedule))
   tx = optax.chain(*parts)
   accum_steps = int(optim_config.grad_accum_steps or 1)
   if accum_steps < 1:

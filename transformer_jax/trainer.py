@@ -12,6 +12,7 @@ from transformer_jax import components
 from transformer_jax import data
 from transformer_jax import evaluation
 from transformer_jax import metrics_writer
+from transformer_jax import word_vectors
 from transformer_jax import workdir as workdir_lib
 
 
@@ -61,6 +62,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   evaluator = evaluation.Evaluator(config, workdir, parts)
   ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.train.keep_checkpoints)
   host_state, start = _restore_or_init(parts, ckpt, train_iter, config.train.seed)
+  if start == 0 and config.train.get('init_embeddings'):
+    host_state = word_vectors.init_embeddings(host_state, parts.tokenizer,
+                                              config.train.init_embeddings, parts.model_config)
   state = parts.runner.put_state(host_state)
   del host_state
   cfg = config.train

@@ -32,7 +32,7 @@ def as_json(config) -> Dict[str, Any]:
 
 
 # Keys added after runs were recorded, with the value a run without them had.
-_IMPLIED = {'model.family': 'transformer'}
+_IMPLIED = {'model.family': 'transformer', 'optim.optimizer': 'adam'}
 
 
 def pinned_differences(saved: Dict[str, Any], current: Dict[str, Any]) -> List[str]:

@@ -40,6 +40,9 @@ WMT14_NAME = 'wmt14_translate/de-en'
 # Sentences the WMT tokenizer is trained on (sentencepiece needs no more to learn 37k pieces).
 WMT14_TOKENIZER_PAIRS = 1_000_000
 SPLITS = ('train', 'validation', 'test')
+# The sides of an example a batch carries (with their _position/_segmentation twins);
+# a language model's batches carry only ('targets',).
+SIDES = ('inputs', 'targets')
 
 
 @dataclasses.dataclass
@@ -190,16 +193,21 @@ def _slice_rows(batch, process_index, process_count):
   return {k: v[process_index * per:(process_index + 1) * per] for k, v in batch.items()}
 
 
+def _keep_sides(batch, sides):
+  """The keys of `batch` that belong to `sides` ('targets' keeps targets, targets_position, ...)."""
+  return {k: v for k, v in batch.items() if k.split('_')[0] in sides}
+
+
 class TrainIterator:
   """Endless training batches, reshuffled each epoch from (shuffle_seed, epoch).
 
   `next()` returns this process's rows of the global batch: a dict of int32
-  [rows, length] arrays. The state is {'epoch', 'index', 'fingerprint'}; the
-  fingerprint catches a resume with different data settings.
+  [rows, length] arrays of the keys of `sides`. The state is {'epoch', 'index',
+  'fingerprint'}; the fingerprint catches a resume with different data settings.
   """
 
   def __init__(self, examples, *, max_len, tokens_per_batch, batch_multiple, bucket_lengths=(),
-               pack=False, shuffle_seed=0, process_index=0, process_count=1):
+               pack=False, shuffle_seed=0, process_index=0, process_count=1, sides=SIDES):
     if batch_multiple % process_count:
       raise ValueError(f'batch_multiple={batch_multiple} (global devices) is not a multiple of '
                        f'process_count={process_count}')
@@ -212,6 +220,7 @@ class TrainIterator:
     self._inputs = [examples.inputs[i] for i in keep]
     self._targets = [examples.targets[i] for i in keep]
     self._pack = pack
+    self._sides = sides
     self._seed = shuffle_seed
     self._process = (process_index, process_count)
     if pack:
@@ -275,9 +284,11 @@ class TrainIterator:
     per = rows // process_count
     mine = planned[process_index * per:(process_index + 1) * per]  # may be short or empty
     if self._pack:
-      return batching.pack_batch(self._inputs, self._targets, mine, per, length)
-    return batching.pad_batch([self._inputs[i] for i in mine], [self._targets[i] for i in mine],
-                              per, length)
+      batch = batching.pack_batch(self._inputs, self._targets, mine, per, length)
+    else:
+      batch = batching.pad_batch([self._inputs[i] for i in mine],
+                                 [self._targets[i] for i in mine], per, length)
+    return _keep_sides(batch, self._sides)
 
   def __iter__(self):
     return self
@@ -330,11 +341,18 @@ def make_train_iterator(data_config, tokenizer, *, workdir, batch_multiple, proc
         data_config, tokenizer, workdir=workdir, batch_multiple=batch_multiple,
         process_index=process_index, process_count=process_count)
   examples = load_examples(data_config, tokenizer, 'train', workdir=workdir)
+  return train_iterator_of(examples, data_config, batch_multiple=batch_multiple,
+                           process_index=process_index, process_count=process_count)
+
+
+def train_iterator_of(examples, data_config, *, batch_multiple, process_index=0,
+                      process_count=1, sides=SIDES):
+  """`make_train_iterator` for `examples` already in memory; batches carry `sides`."""
   return TrainIterator(
       examples, max_len=data_config.max_len, tokens_per_batch=data_config.tokens_per_batch,
       batch_multiple=batch_multiple, bucket_lengths=tuple(data_config.bucket_lengths),
       pack=data_config.pack, shuffle_seed=data_config.shuffle_seed,
-      process_index=process_index, process_count=process_count)
+      process_index=process_index, process_count=process_count, sides=sides)
 
 
 @dataclasses.dataclass
@@ -384,6 +402,15 @@ def make_eval_batches(data_config, tokenizer, split, *, workdir, batch_multiple,
         data_config, tokenizer, split, workdir=workdir, batch_multiple=batch_multiple,
         process_index=process_index, process_count=process_count, rows_per_batch=rows_per_batch)
   examples = load_examples(data_config, tokenizer, split, workdir=workdir)
+  return eval_data_of(examples, data_config, split, batch_multiple=batch_multiple,
+                      process_index=process_index, process_count=process_count,
+                      rows_per_batch=rows_per_batch)
+
+
+def eval_data_of(examples, data_config, split, *, batch_multiple, process_index=0,
+                 process_count=1, rows_per_batch=None, sides=SIDES):
+  """`make_eval_batches` for `examples` already in memory (any dataset module may call it);
+  batches carry the keys of `sides`."""
   if not len(examples):
     raise UserError(f'split {split!r} of {data_config.dataset} is empty: check the data files')
   lengths = batching.example_lengths(examples.inputs, examples.targets)
@@ -400,6 +427,6 @@ def make_eval_batches(data_config, tokenizer, split, *, workdir, batch_multiple,
     length = buckets[batching.bucket_ids(int(lengths[start:stop].max()), buckets)]
     batch = batching.pad_batch(examples.inputs[start:stop], examples.targets[start:stop],
                                rows, length)
-    batches.append(_slice_rows(batch, process_index, process_count))
+    batches.append(_keep_sides(_slice_rows(batch, process_index, process_count), sides))
   return EvalData(batches, examples.sources, examples.references, len(examples),
                   int((lengths > data_config.max_len).sum()))
