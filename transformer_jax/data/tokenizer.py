@@ -58,6 +58,10 @@ class Tokenizer:
     """One sequence of ids (list or 1-D array) -> str, stopping at the first EOS."""
     return self._sp.decode(_strip(ids))
 
+  def pieces(self, ids):
+    """The sentencepiece piece of each id (for plots and debugging)."""
+    return [self._sp.id_to_piece(int(i)) for i in ids]
+
   def decode_batch(self, batch):
     """[batch, length] ids -> list[str]."""
     return [self.decode(ids) for ids in batch]
