@@ -9,9 +9,18 @@ equal terms (see benchmarks/compare_seq2seq.py for the table and plot).
   python launch.py --experiment=experiments/rnn_seq2seq.py --workdir=runs/rnn_attention
   python launch.py --experiment=experiments/rnn_seq2seq.py:no_attention --workdir=runs/rnn_plain
   python launch.py --experiment=experiments/rnn_seq2seq.py --workdir=runs/rnn_attention \\
-      --mode=eval --experiment.eval.split=test
+      --mode=eval --experiment.eval.split=test --experiment.eval.average_last=5
 
-Measured: see the end of this docstring (filled in from the runs).
+Measured on the 2-core AMD EPYC CPU (no GPU), both runs at once beside other jobs,
+1200 steps (~10 epochs), GRU 256 per direction, embeddings 256:
+| model | wall | val sacreBLEU (step 600 / 1200) | test sacreBLEU | test bleu_tok_lc |
+|---|---|---|---|---|
+| RNN + attention (default) | 59 min | 29.2 / 33.0 | 33.44 | 33.74 |
+| `:no_attention` (fixed context) | 55 min | 17.8 / 21.2 | 22.60 | 22.78 |
+Test is test_2016_flickr, last 5 checkpoints (800-1200) averaged, beam 5. By source length
+(docs/seq2seq_by_length.md) the fixed context keeps 36% of its short-sentence BLEU at 20-24
+words (25.3 -> 9.2), attention 53% (35.7 -> 18.8). The attention weights of two sentences:
+docs/rnn_attention_map.png (`python benchmarks/rnn_attention_map.py`).
 """
 from experiments import base
 from transformer_jax.config import RNNConfig
