@@ -133,10 +133,7 @@ def load_split(data_config, split, workdir):
   _check_split(split)
   data_dir = pipeline._data_dir(data_config, workdir)  # pylint: disable=protected-access
   builder = prepare(data_dir, data_config.raw_dir)
-  # The whole split in one batched call of the grain-compatible array_record source:
-  # 1.4 s of CPU for train, against 12 s item by item through grain.MapDataset.
-  source = builder.as_data_source(split)
-  records = source.__getitems__(range(len(source)))
+  records = pipeline.read_all(builder.as_data_source(split))
   return [r['text'].decode('utf-8') for r in records], [int(r['label']) for r in records]
 
 
