@@ -49,12 +49,17 @@ def test_shapes(pooling):
   assert EncoderClassifier.OBJECTIVE == objectives.CLASSES
 
 
+def _intermediates(model, params, inputs):
+  """(logits, sown intermediates, encoder output as numpy) of one forward pass."""
+  logits, state = jax.jit(functools.partial(model.apply, mutable=['intermediates']))(
+      {'params': params}, inputs)
+  return logits, state, np.asarray(state['intermediates']['encoded'][0])
+
+
 def test_mean_pooling_is_the_masked_mean_of_the_encoder_output():
   model, params = _init(_config('mean'))
   inputs = _sentences()
-  logits, state = jax.jit(functools.partial(model.apply, mutable=['intermediates']))(
-      {'params': params}, inputs)
-  encoded = np.asarray(state['intermediates']['encoded'][0])
+  logits, state, encoded = _intermediates(model, params, inputs)
   # Independently: the encoder alone, then a numpy mean over the real tokens of each row.
   again, _ = jax.jit(functools.partial(model.apply, method=EncoderClassifier.encode))(
       {'params': params}, inputs)
@@ -98,9 +103,7 @@ def test_logits_do_not_depend_on_padding(pooling):
 def test_cls_pooling_reads_the_class_token_output():
   model, params = _init(_config('cls'))
   inputs = _sentences()
-  _, state = jax.jit(functools.partial(model.apply, mutable=['intermediates']))(
-      {'params': params}, inputs)
-  encoded = np.asarray(state['intermediates']['encoded'][0])
+  _, state, encoded = _intermediates(model, params, inputs)
   assert encoded.shape == (3, 8, 32)
   np.testing.assert_array_equal(np.asarray(state['intermediates']['pooled'][0]), encoded[:, 0])
   # The class token is seen by every row, even a row of padding only (it stays finite).

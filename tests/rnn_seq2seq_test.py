@@ -36,6 +36,13 @@ def batch(seed=0, rows=4, source_len=7, target_len=6):
   return jnp.asarray(inputs), jnp.asarray(targets)
 
 
+def setup(cell='gru', attention=True):
+  """(model, inputs, targets, params) of a small model on `batch()`."""
+  model = make(cell, attention)
+  inputs, targets = batch()
+  return model, inputs, targets, model.init(jax.random.key(0), inputs, targets)['params']
+
+
 @pytest.mark.parametrize('cell,attention', VARIANTS)
 def test_shapes_by_eval_shape(cell, attention):
   model = make(cell, attention, hidden_dim=512, embed_dim=256, attention_dim=256, vocab_size=10000)
@@ -52,9 +59,7 @@ def test_shapes_by_eval_shape(cell, attention):
 
 @pytest.mark.parametrize('cell,attention', VARIANTS)
 def test_extra_padding_changes_nothing(cell, attention):
-  model = make(cell, attention)
-  inputs, targets = batch()
-  params = model.init(jax.random.key(0), inputs, targets)['params']
+  model, inputs, targets, params = setup(cell, attention)
   logits = model.apply({'params': params}, inputs, targets)
   padded = model.apply({'params': params}, jnp.pad(inputs, ((0, 0), (0, 5))),
                        jnp.pad(targets, ((0, 0), (0, 3))))
@@ -64,9 +69,7 @@ def test_extra_padding_changes_nothing(cell, attention):
 @pytest.mark.parametrize('cell', ['gru', 'lstm'])
 def test_final_state_reads_each_sentence_to_its_own_end(cell):
   """The context of a padded row equals that of the same sentence alone, unpadded."""
-  model = make(cell, attention=False)
-  inputs, targets = batch()
-  params = model.init(jax.random.key(0), inputs, targets)['params']
+  model, inputs, targets, params = setup(cell, False)
   encoded = model.apply({'params': params}, inputs, method='encode')
   for row in range(inputs.shape[0]):
     n = int(jnp.sum(inputs[row] != 0))
@@ -78,9 +81,7 @@ def test_final_state_reads_each_sentence_to_its_own_end(cell):
 
 def test_backward_direction_reads_from_the_sentence_end():
   """The backward half of the first state depends on the last real word, not on padding."""
-  model = make('gru', attention=False)
-  inputs, targets = batch()
-  params = model.init(jax.random.key(0), inputs, targets)['params']
+  model, inputs, targets, params = setup('gru', False)
   hidden = model.config.hidden_dim
 
   def first_backward_state(x):
@@ -94,9 +95,7 @@ def test_backward_direction_reads_from_the_sentence_end():
 @pytest.mark.parametrize('attention', [True, False])
 def test_decoder_reads_states_only_with_attention(attention):
   """Without attention the source reaches the decoder only through the fixed vector."""
-  model = make('gru', attention)
-  inputs, targets = batch()
-  params = model.init(jax.random.key(0), inputs, targets)['params']
+  model, inputs, targets, params = setup('gru', attention)
   encoded = model.apply({'params': params}, inputs, method='encode')
   changed = dict(encoded, states=encoded['states'] + 1.0)
   run = lambda enc: model.apply({'params': params}, enc, inputs, targets, method='decode')
@@ -105,9 +104,7 @@ def test_decoder_reads_states_only_with_attention(attention):
 
 
 def test_attention_weights_are_a_distribution_over_real_source_words():
-  model = make('gru', attention=True)
-  inputs, targets = batch()
-  params = model.init(jax.random.key(0), inputs, targets)['params']
+  model, inputs, targets, params = setup('gru', True)
   _, state = model.apply({'params': params}, inputs, targets, mutable=['intermediates'])
   (weights,) = state['intermediates']['attention_weights']
   assert weights.shape == (4, targets.shape[1], inputs.shape[1])
@@ -118,9 +115,7 @@ def test_attention_weights_are_a_distribution_over_real_source_words():
 
 @pytest.mark.parametrize('cell,attention', VARIANTS)
 def test_cached_decoding_equals_the_teacher_forced_pass(cell, attention):
-  model = make(cell, attention)
-  inputs, targets = batch()
-  params = model.init(jax.random.key(0), inputs, targets)['params']
+  model, inputs, targets, params = setup(cell, attention)
   full = model.apply({'params': params}, inputs, targets)
   encoded = model.apply({'params': params}, inputs, method='encode')
   cache = predict.init_cache(model, params, encoded, inputs, targets.shape[1])
@@ -134,9 +129,7 @@ def test_cached_decoding_equals_the_teacher_forced_pass(cell, attention):
 
 
 def test_beam_of_one_equals_greedy_through_predict_step():
-  model = make('lstm', attention=True)
-  inputs, targets = batch()
-  params = model.init(jax.random.key(0), inputs, targets)['params']
+  model, inputs, targets, params = setup('lstm', True)
   run = lambda **kw: np.asarray(predict.predict_step(
       params, {'inputs': inputs}, model=model,
       settings=predict.SearchSettings(max_extra_len=4, **kw), eos_id=EOS))
@@ -145,9 +138,7 @@ def test_beam_of_one_equals_greedy_through_predict_step():
 
 
 def test_packed_batches_are_refused():
-  model = make()
-  inputs, targets = batch()
-  params = model.init(jax.random.key(0), inputs, targets)['params']
+  model, inputs, targets, params = setup()
   with pytest.raises(ValueError, match='data.pack=False'):
     model.apply({'params': params}, inputs, targets, inputs_segmentation=inputs)
 

@@ -2,11 +2,10 @@
 `eval.bleu`) decoding with sacreBLEU, `bleu_tok_lc` and exact match. Used by the
 training loop and by `--mode=eval`.
 
-A family may add metrics of its own (EXTRA_METRICS, e.g. word2vec's SimLex-999
-correlation): `fn(evaluator, params) -> dict`, called after the loss metrics.
+A family may add metrics of its own (`Family.extra_metrics`, e.g. word2vec's SimLex-999
+correlation), called after the loss metrics.
 """
 import functools
-import importlib
 from typing import Dict, List
 
 import jax
@@ -18,8 +17,6 @@ from transformer_jax import bleu
 from transformer_jax import data
 from transformer_jax import metrics_writer
 from transformer_jax import predict
-
-EXTRA_METRICS = {'word2vec': 'transformer_jax.word_vectors:eval_metrics'}
 
 
 class Evaluator:
@@ -86,12 +83,10 @@ class Evaluator:
 
   def evaluate(self, params, step: int, writer=None, *, with_bleu=None) -> Dict[str, float]:
     """Loss metrics, plus decoding metrics when `eval.bleu` (or `with_bleu`) is set."""
-    self.step = step            # for EXTRA_METRICS that write per-step files
     metrics = self.loss_metrics(params)
-    extra = EXTRA_METRICS.get(self.parts.family.name)
+    extra = self.parts.family.extra_metrics_fn()
     if extra:
-      module, name = extra.split(':')
-      metrics.update(getattr(importlib.import_module(module), name)(self, params))
+      metrics.update(extra(self, params, step))
     with_bleu = self.config.eval.bleu if with_bleu is None else with_bleu
     if with_bleu and self.parts.family.decodes:
       self.last_hypotheses = self.translate(params)

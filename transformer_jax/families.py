@@ -20,6 +20,9 @@ class Family:
     model: 'module:Class' of the flax module, constructed as `Class(config)`.
     example_batch: {key: (rank, dtype)} of the batch `model.init` is called with.
     packs: the module takes packed batches (`data.pack`: segment ids and positions).
+    samples: a decoder-only LM that `generate.py` samples from (`--mode=sample`).
+    extra_metrics: 'module:function' called as `fn(evaluator, params, step) -> dict` after
+      the loss metrics at every evaluation ('' = none), e.g. word2vec's SimLex-999.
     decodes: the module has `encode(inputs)` and the cached `decode(encoded, inputs,
       targets)` that predict.py searches through.
   """
@@ -29,12 +32,17 @@ class Family:
   example_batch: Tuple[Tuple[str, int, str], ...]
   packs: bool = False
   decodes: bool = False
+  samples: bool = False
+  extra_metrics: str = ''
 
   def config_class(self):
     return _load(self.config)
 
   def model_class(self):
     return _load(self.model)
+
+  def extra_metrics_fn(self):
+    return _load(self.extra_metrics) if self.extra_metrics else None
 
 
 def _load(path: str):
@@ -51,13 +59,15 @@ _ALL = (
     Family('rnn_seq2seq', 'transformer_jax.config:RNNConfig',
            'transformer_jax.models.rnn_seq2seq:RNNSeq2Seq', _PAIR, decodes=True),
     Family('lm', 'transformer_jax.config:TransformerConfig',
-           'transformer_jax.models.lm:DecoderOnlyLM', (('targets', 2, 'int32'),), packs=True),
+           'transformer_jax.models.lm:DecoderOnlyLM', (('targets', 2, 'int32'),), packs=True,
+           samples=True),
     Family('classifier', 'transformer_jax.config:ClassifierConfig',
            'transformer_jax.models.classifier:EncoderClassifier',
            (('inputs', 2, 'int32'), ('label', 1, 'int32'))),
     Family('word2vec', 'transformer_jax.config:Word2VecConfig',
            'transformer_jax.models.word2vec:Word2Vec',
-           (('center', 2, 'int32'), ('context', 2, 'int32'), ('negatives', 2, 'int32'))),
+           (('center', 2, 'int32'), ('context', 2, 'int32'), ('negatives', 2, 'int32')),
+           extra_metrics='transformer_jax.word_vectors:eval_metrics'),
 )
 FAMILIES: Dict[str, Family] = {family.name: family for family in _ALL}
 

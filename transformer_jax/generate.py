@@ -26,10 +26,9 @@ import numpy as np
 
 from transformer_jax import decode
 from transformer_jax.errors import UserError
+from transformer_jax import predict
 from transformer_jax.predict import SearchSettings
 
-# Families whose module takes `targets` [n, 1] one token per call with decoding=True.
-FAMILIES = ('lm',)
 # Rows per generation batch (rounded up to a multiple of the device count).
 ROWS_PER_BATCH = 64
 
@@ -71,18 +70,6 @@ def make_tokens_to_logits(model: Any, params: Any):
   return tokens_to_logits
 
 
-def decode_lengths(prompts: jnp.ndarray, settings: SearchSettings, max_len: int):
-  """(static cache length, prompt lengths [n], per-row output limit [n]).
-
-  A row may hold its prompt plus `settings.max_extra_len` new tokens, within the
-  model's max_len.
-  """
-  max_decode_len = min(prompts.shape[1] + settings.max_extra_len, max_len)
-  prompt_lengths = jnp.sum(prompts != 0, axis=-1).astype(jnp.int32)
-  return max_decode_len, prompt_lengths, jnp.minimum(prompt_lengths + settings.max_extra_len,
-                                                     max_decode_len)
-
-
 def sample_step(params: Any, batch: dict, *, model: Any, settings: SearchSettings,
                 eos_id: int) -> jnp.ndarray:
   """Prompt + continuation ids [n, max_decode_len] (EOS kept, PAD after it).
@@ -99,8 +86,9 @@ def sample_step(params: Any, batch: dict, *, model: Any, settings: SearchSetting
   """
   prompts = batch['prompts']
   batch_size = prompts.shape[0]
-  max_decode_len, prompt_lengths, max_lengths = decode_lengths(prompts, settings,
-                                                               model.config.max_len)
+  # A row holds its prompt plus max_extra_len new tokens, within the model's max_len.
+  max_decode_len, max_lengths = predict.decode_lengths(prompts, settings, model.config.max_len)
+  prompt_lengths = jnp.sum(prompts != 0, axis=-1).astype(jnp.int32)
   common = dict(batch_size=batch_size, max_decode_len=max_decode_len, eos_id=eos_id,
                 max_lengths=max_lengths)
   fn = make_tokens_to_logits(model, params)

@@ -121,7 +121,7 @@ def sample(config, workdir: str, step: Optional[int] = None, input_path: Optiona
   if jax.process_count() > 1:
     raise UserError('--mode=sample runs in one process: drop --multihost')
   family = components.family_of(config)
-  if family.name not in generate.FAMILIES:
+  if not family.samples:
     raise UserError(f'--mode=sample needs a language model, not model.family={family.name!r}: '
                     'use --mode=translate, or an LM experiment (experiments/multi30k_lm.py)')
   lines = (_read_lines(input_path) if input_path is not None

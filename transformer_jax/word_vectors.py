@@ -137,7 +137,7 @@ def write_neighbours(path: str, vocab, vectors, probes: Sequence[str]) -> None:
       f.write(f'{word}: {listed}\n')
 
 
-def eval_metrics(evaluator, params) -> Dict[str, float]:
+def eval_metrics(evaluator, params, step: int) -> Dict[str, float]:
   """SimLex-999 metrics of the word2vec input vectors; process 0 also writes
   `eval/neighbours_step<N>.txt` and `vectors.txt` in the workdir."""
   from transformer_jax.models import word2vec   # pylint: disable=import-outside-toplevel
@@ -149,7 +149,6 @@ def eval_metrics(evaluator, params) -> Dict[str, float]:
   if jax.process_index() == 0:
     out_dir = os.path.join(evaluator.workdir, 'eval')
     os.makedirs(out_dir, exist_ok=True)
-    step = getattr(evaluator, 'step', None)
     write_neighbours(os.path.join(out_dir, f'neighbours_step{step}.txt'), vocab, vectors,
                      _probe_words(evaluator.config.eval))
     save_word2vec_text(os.path.join(evaluator.workdir, VECTORS_FILE), vocab[2:], vectors[2:])
@@ -207,14 +206,11 @@ def init_embeddings(state, tokenizer, path: str, model_config):
     the state with the rows of every piece that is a word of the file replaced.
   """
   model_dim = getattr(model_config, 'model_dim', None) or model_config.embed_dim
-  import sentencepiece as spm   # pylint: disable=import-outside-toplevel
-  words, vectors = load_word2vec_text(path)
-  model_path = getattr(tokenizer, 'model_path', None)
-  if model_path is None:
+  if not hasattr(tokenizer, 'pieces'):
     raise UserError('train.init_embeddings needs a sentencepiece tokenizer: set '
                     '--experiment.train.init_embeddings="" for this dataset')
-  sp = spm.SentencePieceProcessor(model_file=model_path)
-  pieces = [sp.id_to_piece(i) for i in range(sp.vocab_size())]
+  words, vectors = load_word2vec_text(path)
+  pieces = tokenizer.pieces(range(tokenizer.vocab_size))
   params, count = set_embedding_rows(state.params, pieces, words, vectors, model_dim)
   logging.info('init_embeddings: set %d of %d embedding rows from %s', count, len(pieces), path)
   return state.replace(params=jax.tree_util.tree_map(jax.numpy.asarray, params))

@@ -35,7 +35,7 @@ def _pair_config(data_config):
 def load_sentences(data_config, split, *, workdir):
   """The `target_lang` sentences of one split (str, original order)."""
   pair = _pair_config(data_config)
-  return pipeline._text_pair(pair, split, workdir)[1]  # pylint: disable=protected-access
+  return pipeline.text_pair(pair, split, workdir)[1]
 
 
 def check_available(data_config, workdir):

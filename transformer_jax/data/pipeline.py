@@ -1,4 +1,5 @@
-"""What the trainer calls: tokenizer, resumable training batches, and eval batches.
+"""What the trainer calls: tokenizer, resumable training batches (train_iterator.py), and eval
+batches, for every dataset (those of other layouts dispatched to their modules).
 
 Data flow: a TFDS builder (array_record, prepared once under `data_dir`) -> the
 split read in one batched call of its grain-compatible data source -> token ids
@@ -11,9 +12,7 @@ Multi-host: every process plans the same global batches and materialises only it
 own contiguous slice of rows, so all processes get equal shapes at every step.
 """
 import dataclasses
-import hashlib
 import importlib
-import json
 import os
 
 import numpy as np
@@ -22,6 +21,10 @@ from transformer_jax.data import batching
 from transformer_jax.data import copy_task
 from transformer_jax.data import multi30k
 from transformer_jax.data import tokenizer as tokenizer_lib
+from transformer_jax.data.train_iterator import keep_sides
+from transformer_jax.data.train_iterator import SIDES
+from transformer_jax.data.train_iterator import slice_rows
+from transformer_jax.data.train_iterator import TrainIterator
 from transformer_jax.errors import UserError
 
 COPY_TASKS = copy_task.TASKS
@@ -39,9 +42,6 @@ WMT14_NAME = 'wmt14_translate/de-en'
 # Sentences the WMT tokenizer is trained on (sentencepiece needs no more to learn 37k pieces).
 WMT14_TOKENIZER_PAIRS = 1_000_000
 SPLITS = ('train', 'validation', 'test')
-# The sides of an example a batch carries (with their _position/_segmentation twins);
-# a language model's batches carry only ('targets',).
-SIDES = ('inputs', 'targets')
 
 
 @dataclasses.dataclass
@@ -63,7 +63,7 @@ class Examples:
     return len(self.inputs)
 
 
-def _data_dir(data_config, workdir):
+def data_dir(data_config, workdir):
   return os.path.abspath(data_config.data_dir or os.path.join(workdir, 'tfds'))
 
 
@@ -86,7 +86,7 @@ def check_available(data_config, workdir):
     return _other_layout(data_config).check_available(data_config, workdir)
   if data_config.dataset == 'multi30k':
     pair = multi30k.pair_name(data_config.source_lang, data_config.target_lang)
-    if not os.path.isdir(os.path.join(_data_dir(data_config, workdir), 'multi30k', pair)):
+    if not os.path.isdir(os.path.join(data_dir(data_config, workdir), 'multi30k', pair)):
       multi30k.check_raw_dir(data_config.raw_dir, (data_config.source_lang, data_config.target_lang))
   elif data_config.dataset == 'wmt14':
     _wmt14_source(data_config, 'validation', workdir)
@@ -106,9 +106,9 @@ def _read_records(data_config, split, workdir):
   if data_config.dataset == 'wmt14':
     return read_all(_wmt14_source(data_config, split, workdir))
   if data_config.dataset in COPY_TASKS:
-    builder = copy_task.prepare(_data_dir(data_config, workdir), _copy_config(data_config))
+    builder = copy_task.prepare(data_dir(data_config, workdir), _copy_config(data_config))
   else:
-    builder = multi30k.prepare(_data_dir(data_config, workdir), data_config.source_lang,
+    builder = multi30k.prepare(data_dir(data_config, workdir), data_config.source_lang,
                                data_config.target_lang, data_config.raw_dir)
   return read_all(builder.as_data_source(split))
 
@@ -126,17 +126,17 @@ def read_all(source, chunk: int = 65536) -> list:
 def _wmt14_source(data_config, split, workdir):
   """The prepared array_record source of WMT14 de-en (never downloaded or built here)."""
   import tensorflow_datasets as tfds
-  data_dir = _data_dir(data_config, workdir)
+  folder = data_dir(data_config, workdir)
   try:
-    return tfds.data_source(WMT14_NAME, data_dir=data_dir, split=split, download=False)
+    return tfds.data_source(WMT14_NAME, data_dir=folder, split=split, download=False)
   except Exception as e:  # pylint: disable=broad-except  (tfds raises several kinds)
     raise UserError(
-        f'{WMT14_NAME} is not prepared as array_record in {data_dir} ({type(e).__name__}): set '
+        f'{WMT14_NAME} is not prepared as array_record in {folder} ({type(e).__name__}): set '
         '--experiment.data.data_dir to a TFDS folder holding it, prepared on a machine with the '
         'data by `tfds build wmt14_translate/de-en --file_format=array_record`') from None
 
 
-def _text_pair(data_config, split, workdir):
+def text_pair(data_config, split, workdir):
   """(sources, targets) as lists of str, for Multi30k."""
   records = _read_records(data_config, split, workdir)
   return ([r[data_config.source_lang].decode('utf-8') for r in records],
@@ -165,7 +165,7 @@ def get_tokenizer(data_config, workdir):
                         f'{data_config.tokenizer_type}{data_config.vocab_size}')
 
   def sentences_fn():
-    sources, targets = _text_pair(data_config, 'train', workdir)
+    sources, targets = text_pair(data_config, 'train', workdir)
     return sources[:limit] + targets[:limit]
 
   return tokenizer_lib.get_or_train_tokenizer(
@@ -182,144 +182,10 @@ def load_examples(data_config, tokenizer, split, *, workdir):
     targets = [np.asarray(r['targets'], np.int32) for r in records]
     return Examples(inputs, targets, [tokenizer.decode(x) for x in inputs],
                     [tokenizer.decode(y) for y in targets])
-  sources, references = _text_pair(data_config, split, workdir)
+  sources, references = text_pair(data_config, split, workdir)
   inputs = [np.asarray(ids, np.int32) for ids in tokenizer.encode(sources)]
   targets = [np.asarray(ids, np.int32) for ids in tokenizer.encode(references)]
   return Examples(inputs, targets, sources, references)
-
-
-def _slice_rows(batch, process_index, process_count):
-  """This process's contiguous share of the rows of a global batch."""
-  rows = next(iter(batch.values())).shape[0]
-  if rows % process_count:
-    raise ValueError(f'{rows} rows do not split over {process_count} processes')
-  per = rows // process_count
-  return {k: v[process_index * per:(process_index + 1) * per] for k, v in batch.items()}
-
-
-def _keep_sides(batch, sides):
-  """The keys of `batch` that belong to `sides` ('targets' keeps targets, targets_position, ...)."""
-  return {k: v for k, v in batch.items() if k.split('_')[0] in sides}
-
-
-class TrainIterator:
-  """Endless training batches, reshuffled each epoch from (shuffle_seed, epoch).
-
-  `next()` returns this process's rows of the global batch: a dict of int32
-  [rows, length] arrays of the keys of `sides`. The state is {'epoch', 'index',
-  'fingerprint'}; the fingerprint catches a resume with different data settings.
-  """
-
-  def __init__(self, examples, *, max_len, tokens_per_batch, batch_multiple, bucket_lengths=(),
-               pack=False, shuffle_seed=0, process_index=0, process_count=1, sides=SIDES):
-    if batch_multiple % process_count:
-      raise ValueError(f'batch_multiple={batch_multiple} (global devices) is not a multiple of '
-                       f'process_count={process_count}')
-    lengths = batching.example_lengths(examples.inputs, examples.targets)
-    keep = np.flatnonzero(lengths <= max_len)
-    self.num_dropped = len(lengths) - len(keep)  # longer than max_len
-    if not len(keep):
-      raise UserError(f'all {len(lengths)} training examples are longer than max_len={max_len}: '
-                      'raise --experiment.data.max_len')
-    self._inputs = [examples.inputs[i] for i in keep]
-    self._targets = [examples.targets[i] for i in keep]
-    self._pack = pack
-    self._sides = sides
-    self._seed = shuffle_seed
-    self._process = (process_index, process_count)
-    if pack:
-      self._length = max_len
-      self._rows = batching.rows_for_length(tokens_per_batch, max_len, batch_multiple)
-      self._input_lengths = np.array([len(x) for x in self._inputs])
-      self._target_lengths = np.array([len(y) for y in self._targets])
-    else:
-      self._buckets = batching.normalize_bucket_lengths(bucket_lengths, max_len)
-      # Longest bucket first, so an error names the length that needs the biggest budget.
-      self._rows_per_bucket = [batching.rows_for_length(tokens_per_batch, b, batch_multiple)
-                               for b in self._buckets[::-1]][::-1]
-      self._bucket_of = batching.bucket_ids(lengths[keep], self._buckets)
-    self.fingerprint = self._make_fingerprint(
-        max_len=max_len, tokens_per_batch=tokens_per_batch, batch_multiple=batch_multiple,
-        buckets=None if pack else list(self._buckets), pack=pack, shuffle_seed=shuffle_seed)
-    self._epoch, self._index = 0, 0
-    self._plan_epoch, self._batches = None, None  # the plan of one epoch, cached
-
-  def _make_fingerprint(self, **settings):
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for x, y in zip(self._inputs, self._targets):
-      digest.update(x.tobytes() + b'|' + y.tobytes() + b'#')
-    return digest.hexdigest()[:16]
-
-  @property
-  def num_examples(self):
-    """Training examples per epoch (after dropping those longer than max_len)."""
-    return len(self._inputs)
-
-  @property
-  def epoch(self):
-    return self._epoch
-
-  def _plan(self, epoch):
-    """The epoch's batches (cached): bucket mode (bucket, indices); pack mode rows."""
-    if self._plan_epoch != epoch:
-      rng = np.random.default_rng([self._seed, epoch])
-      order = rng.permutation(len(self._inputs))
-      if self._pack:
-        self._batches = batching.plan_packed_epoch(
-            order, self._input_lengths, self._target_lengths, self._length, self._rows)
-      else:
-        self._batches = batching.plan_bucketed_epoch(
-            order, self._bucket_of, len(self._buckets), self._rows_per_bucket, rng)
-      self._plan_epoch = epoch
-    return self._batches
-
-  def batches_in_epoch(self, epoch=None):
-    """Number of batches of an epoch (the current one by default)."""
-    return len(self._plan(self._epoch if epoch is None else epoch))
-
-  def _materialise(self, planned):
-    """This process's rows of one planned global batch."""
-    process_index, process_count = self._process
-    if self._pack:
-      rows, length = self._rows, self._length
-    else:
-      bucket, planned = planned
-      rows, length = self._rows_per_bucket[bucket], self._buckets[bucket]
-    per = rows // process_count
-    mine = planned[process_index * per:(process_index + 1) * per]  # may be short or empty
-    if self._pack:
-      batch = batching.pack_batch(self._inputs, self._targets, mine, per, length)
-    else:
-      batch = batching.pad_batch([self._inputs[i] for i in mine],
-                                 [self._targets[i] for i in mine], per, length)
-    return _keep_sides(batch, self._sides)
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    batches = self._plan(self._epoch)
-    batch = self._materialise(batches[self._index])
-    self._index += 1
-    if self._index == len(batches):
-      self._epoch, self._index = self._epoch + 1, 0
-    return batch
-
-  def get_state(self):
-    """JSON-serialisable position: the next batch is batch `index` of `epoch`."""
-    return {'epoch': self._epoch, 'index': self._index, 'fingerprint': self.fingerprint}
-
-  def set_state(self, state):
-    """Continues from a `get_state()` of an iterator over the same data and settings."""
-    if state.get('fingerprint') != self.fingerprint:
-      raise UserError(
-          'the data iterator state in the checkpoint was saved with other data or data settings '
-          f'(fingerprint {state.get("fingerprint")} != {self.fingerprint}): resume with the '
-          'original --experiment.data settings, or start a new --workdir')
-    epoch, index = int(state['epoch']), int(state['index'])
-    if not 0 <= index < self.batches_in_epoch(epoch):
-      raise UserError(f'data iterator state {state} is out of range: start a new --workdir')
-    self._epoch, self._index = epoch, index
 
 
 def make_train_iterator(data_config, tokenizer, *, workdir, batch_multiple, process_index=0,
@@ -350,9 +216,10 @@ def make_train_iterator(data_config, tokenizer, *, workdir, batch_multiple, proc
 
 
 def train_iterator_of(examples, data_config, *, batch_multiple, process_index=0,
-                      process_count=1, sides=SIDES):
-  """`make_train_iterator` for `examples` already in memory; batches carry `sides`."""
-  return TrainIterator(
+                      process_count=1, sides=SIDES, iterator_class=None):
+  """`make_train_iterator` for `examples` already in memory; batches carry `sides`.
+  `iterator_class` may be a TrainIterator subclass that reshapes the batches."""
+  return (iterator_class or TrainIterator)(
       examples, max_len=data_config.max_len, tokens_per_batch=data_config.tokens_per_batch,
       batch_multiple=batch_multiple, bucket_lengths=tuple(data_config.bucket_lengths),
       pack=data_config.pack, shuffle_seed=data_config.shuffle_seed,
@@ -431,6 +298,6 @@ def eval_data_of(examples, data_config, split, *, batch_multiple, process_index=
     length = buckets[batching.bucket_ids(int(lengths[start:stop].max()), buckets)]
     batch = batching.pad_batch(examples.inputs[start:stop], examples.targets[start:stop],
                                rows, length)
-    batches.append(_keep_sides(_slice_rows(batch, process_index, process_count), sides))
+    batches.append(keep_sides(slice_rows(batch, process_index, process_count), sides))
   return EvalData(batches, examples.sources, examples.references, len(examples),
                   int((lengths > data_config.max_len).sum()))

@@ -131,7 +131,7 @@ def _check_split(split):
 def load_split(data_config, split, workdir):
   """(texts, labels) of `split` as prepared by the builder, in file order."""
   _check_split(split)
-  data_dir = pipeline._data_dir(data_config, workdir)  # pylint: disable=protected-access
+  data_dir = pipeline.data_dir(data_config, workdir)
   builder = prepare(data_dir, data_config.raw_dir)
   records = pipeline.read_all(builder.as_data_source(split))
   return [r['text'].decode('utf-8') for r in records], [int(r['label']) for r in records]
@@ -142,7 +142,7 @@ def check_available(data_config, workdir):
   if data_config.pack:
     raise UserError('SST-2 batches carry one label per row, so they cannot be packed: set '
                     '--experiment.data.pack=False')
-  if not Sst2(data_dir=pipeline._data_dir(data_config, workdir),  # pylint: disable=protected-access
+  if not Sst2(data_dir=pipeline.data_dir(data_config, workdir),
               file_format='array_record').is_prepared():
     check_raw_dir(data_config.raw_dir)
 
@@ -188,11 +188,9 @@ def make_train_iterator(data_config, tokenizer, *, workdir, batch_multiple, proc
   """
   check_available(data_config, workdir)
   examples = load_examples(data_config, tokenizer, 'train', workdir=workdir)
-  return LabelledIterator(
-      examples, max_len=data_config.max_len, tokens_per_batch=data_config.tokens_per_batch,
-      batch_multiple=batch_multiple, bucket_lengths=tuple(data_config.bucket_lengths),
-      shuffle_seed=data_config.shuffle_seed, process_index=process_index,
-      process_count=process_count)
+  return pipeline.train_iterator_of(examples, data_config, batch_multiple=batch_multiple,
+                                    process_index=process_index, process_count=process_count,
+                                    iterator_class=LabelledIterator)
 
 
 def make_eval_batches(data_config, tokenizer, split, *, workdir, batch_multiple, process_index=0,

@@ -23,7 +23,6 @@ Each epoch, from `(shuffle_seed, epoch)` alone:
 The iterator state is (epoch, index, fingerprint), so resuming is bitwise. Eval rows are made
 the same way from Multi30k validation/test English with a fixed seed.
 """
-import gzip
 import hashlib
 import json
 import os
@@ -34,6 +33,7 @@ import numpy as np
 
 from transformer_jax.data import multi30k
 from transformer_jax.data import pipeline
+from transformer_jax.data import sst2
 from transformer_jax.errors import UserError
 
 PAD_ID = 0
@@ -110,18 +110,8 @@ class WordTokenizer:
 
 
 def read_sst2_sentences(path: str) -> List[str]:
-  """The `text` column of an SST-2 `text<TAB>label` tsv.gz file (header line skipped)."""
-  sentences = []
-  with gzip.open(path, 'rt', encoding='utf-8') as f:
-    for number, line in enumerate(f, start=1):
-      fields = line.rstrip('\r\n').split('\t')
-      if number == 1 and fields[0] == 'text':
-        continue
-      if len(fields) != 2 or fields[1].strip() not in ('0', '1'):
-        raise UserError(f'{path}:{number}: expected "text<TAB>label" with label 0 or 1, got '
-                        f'{line.strip()[:60]!r}: fix the line or use the GLUE SST-2 file')
-      sentences.append(fields[0])
-  return sentences
+  """The `text` column of an SST-2 `text<TAB>label` tsv.gz file (malformed lines: UserError)."""
+  return sst2.read_tsv(path)[0]
 
 
 def outermost_rows(rows: Sequence[str]) -> List[str]:
@@ -326,7 +316,7 @@ class WordPairIterator:
     self._index += 1
     if self._index == self.batches_in_epoch():
       self._epoch, self._index = self._epoch + 1, 0
-    return pipeline._slice_rows(  # pylint: disable=protected-access
+    return pipeline.slice_rows(
         batch, *self._process)
 
   # Same position, fingerprint check and errors as the translation iterator.
@@ -372,7 +362,7 @@ def make_eval_batches(data_config, tokenizer, split, *, workdir, batch_multiple,
     batch = {key: _pad_rows(value[start:start + per], per) for key, value in rows.items()}
     batch['negatives'] = _negatives(noise, per, int(data_config.num_negatives),
                                     [EVAL_SEED, number])
-    batches.append(pipeline._slice_rows(  # pylint: disable=protected-access
+    batches.append(pipeline.slice_rows(
         batch, process_index, process_count))
   return pipeline.EvalData(batches, sentences, sentences, total, 0)
 
