@@ -52,7 +52,8 @@ def get_config(arg=None):
   config.data.window = 5               # largest dynamic window (each side)
   config.data.num_negatives = 5        # K noise words (the paper's 5-20 for small data)
   config.data.pairs_per_batch = 4096   # rows per step (a multiple of the device count)
-  config.data.word2vec_mode = mode     # the row layout; always equal to model.mode
+  # The row layout follows model.mode: one shared field, so overriding either changes both.
+  config.data.word2vec_mode = config.model.get_ref('mode')
   # The tool's plain SGD, decaying linearly to 0, at its per-pair rate (0.025 skip-gram, 0.05
   # CBOW) times the rows of a batch, since the loss is the mean over the rows.
   per_pair = 0.05 if mode == 'cbow' else 0.025

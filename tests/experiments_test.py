@@ -68,3 +68,16 @@ def test_stop_and_resume_is_bitwise_equal_to_uninterrupted(parallelism, tmp_path
   for x, y in zip(jax.tree_util.tree_leaves((a.params, a.opt_state)),
                   jax.tree_util.tree_leaves((b.params, b.opt_state))):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize('flag, value', [('model.mode', 'cbow'), ('data.word2vec_mode', 'cbow')])
+def test_word2vec_row_layout_and_model_mode_are_one_setting(flag, value):
+  from absl import flags
+  from ml_collections import config_flags
+  values = flags.FlagValues()
+  path = pathlib.Path(__file__).resolve().parents[1] / 'experiments' / 'word2vec.py'
+  argv = ['launch.py', f'--experiment={path}', f'--experiment.{flag}={value}']
+  config_flags.DEFINE_config_file('experiment', flag_values=values, sys_argv=argv)
+  values(argv)
+  config = values.experiment
+  assert config.model.mode == config.data.word2vec_mode == value

@@ -325,7 +325,7 @@ class WordPairIterator:
 
 
 def _mode(data_config):
-  # The row layout follows the model: experiments set it with model.mode (one variable).
+  # The row layout; experiments/word2vec.py makes it a reference to model.mode.
   return data_config.word2vec_mode
 
 
