@@ -3,7 +3,9 @@ reproduces an uninterrupted run bit for bit."""
 import importlib
 import pathlib
 
+from absl import flags
 import jax
+from ml_collections import config_flags
 import numpy as np
 import pytest
 
@@ -72,8 +74,7 @@ def test_stop_and_resume_is_bitwise_equal_to_uninterrupted(parallelism, tmp_path
 
 @pytest.mark.parametrize('flag, value', [('model.mode', 'cbow'), ('data.word2vec_mode', 'cbow')])
 def test_word2vec_row_layout_and_model_mode_are_one_setting(flag, value):
-  from absl import flags
-  from ml_collections import config_flags
+  """data.word2vec_mode (the data's row layout) is a reference to model.mode."""
   values = flags.FlagValues()
   path = pathlib.Path(__file__).resolve().parents[1] / 'experiments' / 'word2vec.py'
   argv = ['launch.py', f'--experiment={path}', f'--experiment.{flag}={value}']

@@ -316,17 +316,11 @@ class WordPairIterator:
     self._index += 1
     if self._index == self.batches_in_epoch():
       self._epoch, self._index = self._epoch + 1, 0
-    return pipeline.slice_rows(
-        batch, *self._process)
+    return pipeline.slice_rows(batch, *self._process)
 
   # Same position, fingerprint check and errors as the translation iterator.
   get_state = pipeline.TrainIterator.get_state
   set_state = pipeline.TrainIterator.set_state
-
-
-def _mode(data_config):
-  # The row layout; experiments/word2vec.py makes it a reference to model.mode.
-  return data_config.word2vec_mode
 
 
 def make_train_iterator(data_config, tokenizer, *, workdir, batch_multiple, process_index=0,
@@ -334,7 +328,7 @@ def make_train_iterator(data_config, tokenizer, *, workdir, batch_multiple, proc
   """WordPairIterator over the training text (see the module docstring)."""
   del workdir
   corpus = Corpus(tokenizer, train_sentences(data_config))
-  return WordPairIterator(corpus, tokenizer, data_config, _mode(data_config),
+  return WordPairIterator(corpus, tokenizer, data_config, data_config.word2vec_mode,
                           batch_multiple=batch_multiple, process_index=process_index,
                           process_count=process_count)
 
@@ -346,7 +340,7 @@ def make_eval_batches(data_config, tokenizer, split, *, workdir, batch_multiple,
   sentences = _multi30k_english(data_config, split)
   corpus = Corpus(tokenizer, sentences)
   rng = np.random.default_rng(EVAL_SEED)
-  rows = make_rows(corpus, np.asarray(tokenizer.counts), mode=_mode(data_config),
+  rows = make_rows(corpus, np.asarray(tokenizer.counts), mode=data_config.word2vec_mode,
                    window=int(data_config.window),
                    subsample=float(data_config.subsample), rng=rng)
   per = rows_per_batch or _global_rows(data_config, batch_multiple, process_count)
