@@ -71,7 +71,16 @@ def test_two_step_launch_resumes_and_refuses_another_config(workdir):
   assert snapshot(workdir) == before
   evaluated = launch(SMOKE, f'--workdir={workdir}', '--mode=eval')
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-  assert list((workdir / 'eval').glob('validation_step4_*.json'))
+  assert [p.name for p in (workdir / 'eval').glob('*.json')] == [
+      'validation_step4_avg1_greedy.json']
+  # Other search settings add their own files; the first result stays as it was.
+  written = set(snapshot(workdir / 'eval'))
+  rescored = launch(SMOKE, f'--workdir={workdir}', '--mode=eval',
+                    '--experiment.decode.method=beam', '--experiment.decode.alpha=1')
+  assert rescored.returncode == 0, rescored.stderr[-3000:]
+  assert sorted(p.name for p in (workdir / 'eval').glob('*.json')) == [
+      'validation_step4_avg1_beam4_alpha1.json', 'validation_step4_avg1_greedy.json']
+  assert written < set(snapshot(workdir / 'eval'))
   translated = launch(SMOKE, f'--workdir={workdir}', '--mode=translate', stdin='5 6 7\n9 8\n')
   assert translated.returncode == 0, translated.stderr[-3000:]
   assert len(translated.stdout.strip().splitlines()) == 2

@@ -57,11 +57,22 @@ def evaluate(config, workdir: str, step: Optional[int] = None):
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, f'{evaluator.split}_step{step}_avg{len(chosen)}')
   if parts.family.decodes:
+    stem += '_' + decode_tag(config.decode)
     metrics['bleu_by_source_length'] = _write_hypotheses(evaluator, config, stem)
   with open(stem + '.json', 'w') as f:
     json.dump(metrics, f, indent=2)
   logging.info('wrote %s.*', stem)
   return metrics
+
+
+def decode_tag(decode_config) -> str:
+  """The decoding settings in a file name, so scoring with other settings adds files."""
+  if decode_config.method == 'beam':
+    return f'beam{decode_config.beam_size}_alpha{decode_config.alpha:g}'
+  if decode_config.method == 'sample':
+    return (f'sample_t{decode_config.temperature:g}_k{decode_config.top_k}'
+            f'_p{decode_config.top_p:g}')
+  return decode_config.method
 
 
 def _write_hypotheses(evaluator, config, stem: str):
