@@ -3,8 +3,9 @@
   python benchmarks/time_to_bleu.py runs/m30k [runs/other ...] --out=time_to_bleu.png
 
 Prints one JSON object per evaluation (run, step, minutes, bleu, bleu_tok_lc) and draws
-the curves (minutes on x, BLEU on y) into --out. Minutes count from the start of the
-process that logged them; a resumed run continues from its last logged minute.
+the curves (minutes on x, BLEU on y) into --out. The trainer's `minutes` continue across a
+resume; logs written before it did (each process restarting its clock) are stitched with
+the records' wall-clock `time`.
 """
 import argparse
 import json
@@ -15,17 +16,33 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def read_records(workdir: str):
+  """The records of <workdir>/metrics.jsonl; a line cut short by a kill is skipped."""
+  records = []
+  for line in (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines():
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
+  return records
+
+
 def read_curve(workdir: str, split: str = 'validation'):
   """[(step, minutes, bleu, bleu_tok_lc)] of the evaluations of `split` that decoded."""
-  points, offset, last_minutes = [], 0.0, 0.0
-  for line in (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines():
-    record = json.loads(line)
-    if record.get('split') != split or 'bleu' not in record:
-      continue
-    if record['minutes'] < last_minutes:       # a resumed process restarts its clock
-      offset += last_minutes
-    last_minutes = record['minutes']
-    points.append((record['step'], offset + record['minutes'], record['bleu'], record['bleu_tok_lc']))
+  records = read_records(workdir)
+  # Old logs have `minutes` on evaluations only, counted from each process's start.
+  old_style = any('minutes' not in r for r in records)
+  points, offset, process = [], 0.0, None      # process: (start, minutes, time) of its last
+  for i, record in enumerate(records):         # record with minutes
+    if old_style and 'minutes' in record:
+      started = record['time'] - 60.0 * record['minutes']
+      if process is not None and started > process[0] + 60.0:     # a later process:
+        ended = max(r['time'] for r in records[:i] if r['time'] < started)
+        offset += process[1] + (ended - process[2]) / 60.0      # add the previous one
+      process = (started, record['minutes'], record['time'])
+    if record.get('split') == split and 'bleu' in record:
+      points.append((record['step'], offset + record['minutes'], record['bleu'],
+                     record['bleu_tok_lc']))
   return points
 
 

@@ -56,6 +56,32 @@ def check_finite(step: int, metrics: Dict[str, float], last_checkpoint: Optional
                     'or raise optim.warmup_steps, then resume or use a new --workdir')
 
 
+def logged_minutes(path: str, step: int) -> float:
+  """`minutes` of the last record at or before `step` in metrics.jsonl (0 if none).
+
+  A resumed run continues its clock from there, so `minutes` in every record counts the
+  training time spent on the way to that step; time lost after the last record before a
+  preemption (at most one logging interval) is not counted.
+  """
+  minutes = 0.0
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:             # a line cut short by a kill
+          continue
+        if record.get('step', step + 1) <= step and 'minutes' in record:
+          minutes = record['minutes']
+  return minutes
+
+
+def _ends_with_newline(path: str) -> bool:
+  with open(path, 'rb') as f:
+    f.seek(-1, os.SEEK_END)
+    return f.read(1) == b'\n'
+
+
 class MetricsWriter:
   """Console, TensorBoard and JSON-lines output for one run."""
 
@@ -64,12 +90,17 @@ class MetricsWriter:
     self.num_steps = num_steps
     self._start_time = time.time()
     self._last_time, self._last_step = self._start_time, start_step
+    self._minutes_before = 0.0
     self._tb = None
     self._jsonl = None
     if self.active:
       from tensorboardX import SummaryWriter   # imported lazily: 1-2 s
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+      path = os.path.join(workdir, 'metrics.jsonl')
+      self._minutes_before = logged_minutes(path, start_step) if start_step else 0.0
+      self._jsonl = open(path, 'a')
+      if self._jsonl.tell() and not _ends_with_newline(path):
+        self._jsonl.write('\n')                  # after a line cut short by a kill
 
   def write(self, step: int, split: str, metrics: Dict[str, float]) -> None:
     """Records `metrics` of `split` ('train', 'validation', ...) at `step`."""
@@ -78,7 +109,9 @@ class MetricsWriter:
     for name, value in metrics.items():
       if isinstance(value, (int, float)):
         self._tb.add_scalar(f'{split}/{name}', value, step)
-    self._jsonl.write(json.dumps({'step': step, 'split': split, 'time': time.time(), **metrics}) + '\n')
+    record = {'step': step, 'split': split, 'time': time.time(),
+              'minutes': self.elapsed_minutes(), **metrics}
+    self._jsonl.write(json.dumps(record) + '\n')
     self._jsonl.flush()
 
   def train_progress(self, step: int, metrics: Dict[str, float]) -> Dict[str, float]:
@@ -98,7 +131,8 @@ class MetricsWriter:
     return metrics
 
   def elapsed_minutes(self) -> float:
-    return (time.time() - self._start_time) / 60.0
+    """Wall-clock minutes of training so far, resumed runs included (see `logged_minutes`)."""
+    return self._minutes_before + (time.time() - self._start_time) / 60.0
 
   def close(self) -> None:
     if self.active:

@@ -1,0 +1,50 @@
+"""Training minutes in metrics.jsonl continue across a resume; the time-to-BLEU benchmark
+stitches logs written before they did."""
+import json
+
+from benchmarks import time_to_bleu
+from transformer_jax import metrics_writer
+
+
+def write_lines(path, records, tail=''):
+  path.write_text(''.join(json.dumps(r) + '\n' for r in records) + tail)
+
+
+def test_a_resumed_writer_continues_the_clock_of_the_resumed_step(tmp_path):
+  write_lines(tmp_path / 'metrics.jsonl', [
+      {'step': 100, 'split': 'train', 'time': 1.0, 'minutes': 5.0},
+      {'step': 200, 'split': 'train', 'time': 2.0, 'minutes': 9.0},
+      {'step': 300, 'split': 'train', 'time': 3.0, 'minutes': 12.0},  # after the checkpoint
+  ], tail='{"step": 400, "spl')                                       # cut short by a kill
+  writer = metrics_writer.MetricsWriter(str(tmp_path), num_steps=1000, start_step=200)
+  writer.write(210, 'validation', {'loss': 1.0})
+  writer.close()
+  records = time_to_bleu.read_records(str(tmp_path))    # skips the cut line
+  assert [r['step'] for r in records] == [100, 200, 300, 210]
+  assert 9.0 <= records[-1]['minutes'] < 9.5
+  (tmp_path / 'new').mkdir()
+  fresh = metrics_writer.MetricsWriter(str(tmp_path / 'new'), num_steps=10, start_step=0)
+  assert fresh.elapsed_minutes() < 0.5
+  fresh.close()
+
+
+def test_time_to_bleu_stitches_a_log_whose_processes_each_restarted_the_clock(tmp_path):
+  bleu = {'bleu': 30.0, 'bleu_tok_lc': 31.0}
+  write_lines(tmp_path / 'metrics.jsonl', [
+      {'step': 10, 'split': 'train', 'time': 1030.0},
+      {'step': 20, 'split': 'validation', 'time': 1060.0, 'minutes': 1.0, **bleu},
+      {'step': 25, 'split': 'train', 'time': 1180.0},                 # then stopped
+      {'step': 30, 'split': 'train', 'time': 9030.0},                 # resumed at 9000 s
+      {'step': 40, 'split': 'validation', 'time': 9120.0, 'minutes': 2.0, **bleu},
+  ])
+  curve = time_to_bleu.read_curve(str(tmp_path))
+  assert [(step, round(minutes, 6)) for step, minutes, _, _ in curve] == [(20, 1.0), (40, 5.0)]
+
+
+def test_time_to_bleu_reads_continuing_minutes_as_they_are(tmp_path):
+  write_lines(tmp_path / 'metrics.jsonl', [
+      {'step': s, 'split': 'validation', 'time': 7.0 * s, 'minutes': m, 'bleu': b,
+       'bleu_tok_lc': b}
+      for s, m, b in [(1, 1.5, 10.0), (2, 4.0, 20.0), (3, 6.5, 25.0)]])
+  assert time_to_bleu.read_curve(str(tmp_path)) == [
+      (1, 1.5, 10.0, 10.0), (2, 4.0, 20.0, 20.0), (3, 6.5, 25.0, 25.0)]
