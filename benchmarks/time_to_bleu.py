@@ -1,11 +1,13 @@
 """Validation BLEU against wall-clock minutes of training, from a run's metrics.jsonl.
 
-  python benchmarks/time_to_bleu.py runs/m30k [runs/other ...] --out=time_to_bleu.png
+  python benchmarks/time_to_bleu.py runs/m30k [runs/other ...] --out=time_to_bleu.png \\
+      [--reference='Flax example=15:18.6,30:29.7,45:34.7,60:37.8']
 
 Prints one JSON object per evaluation (run, step, minutes, bleu, bleu_tok_lc) and draws
 the curves (minutes on x, BLEU on y) into --out. The trainer's `minutes` continue across a
 resume; logs written before it did (each process restarting its clock) are stitched with
-the records' wall-clock `time`.
+the records' wall-clock `time`. --reference adds a measured curve given as NAME=MIN:BLEU,...
+(sacreBLEU), e.g. another codebase's run on the same machine.
 """
 import argparse
 import json
@@ -51,8 +53,14 @@ def main():
   parser.add_argument('workdirs', nargs='+')
   parser.add_argument('--split', default='validation')
   parser.add_argument('--out', default='time_to_bleu.png')
+  parser.add_argument('--reference', action='append', default=[],
+                      help='NAME=MIN:BLEU,MIN:BLEU,... drawn as a dotted sacreBLEU curve')
   args = parser.parse_args()
   figure, axes = plt.subplots(figsize=(6, 4))
+  for reference in args.reference:
+    name, _, pairs = reference.partition('=')
+    points = [tuple(float(v) for v in pair.split(':')) for pair in pairs.split(',')]
+    axes.plot(*zip(*points), marker='x', linestyle=':', color='gray', label=f'{name} (sacreBLEU)')
   for workdir in args.workdirs:
     curve = read_curve(workdir, args.split)
     for step, minutes, score, score_lc in curve:
