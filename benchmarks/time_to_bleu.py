@@ -12,26 +12,19 @@ the records' wall-clock `time`. --reference adds a measured curve given as NAME=
 import argparse
 import json
 import pathlib
+import sys
 
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def read_records(workdir: str):
-  """The records of <workdir>/metrics.jsonl; a line cut short by a kill is skipped."""
-  records = []
-  for line in (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines():
-    try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError:
-      continue
-  return records
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from transformer_jax import metrics_writer  # noqa: E402
 
 
 def read_curve(workdir: str, split: str = 'validation'):
   """[(step, minutes, bleu, bleu_tok_lc)] of the evaluations of `split` that decoded."""
-  records = read_records(workdir)
+  records = metrics_writer.read_records(str(pathlib.Path(workdir) / 'metrics.jsonl'))
   # Old logs have `minutes` on evaluations only, counted from each process's start.
   old_style = any('minutes' not in r for r in records)
   points, offset, process = [], 0.0, None      # process: (start, minutes, time) of its last

@@ -19,7 +19,7 @@ def test_a_resumed_writer_continues_the_clock_of_the_resumed_step(tmp_path):
   writer = metrics_writer.MetricsWriter(str(tmp_path), num_steps=1000, start_step=200)
   writer.write(210, 'validation', {'loss': 1.0})
   writer.close()
-  records = time_to_bleu.read_records(str(tmp_path))    # skips the cut line
+  records = metrics_writer.read_records(str(tmp_path / 'metrics.jsonl'))  # skips the cut
   assert [r['step'] for r in records] == [100, 200, 300, 210]
   assert 9.0 <= records[-1]['minutes'] < 9.5
   (tmp_path / 'new').mkdir()

@@ -56,6 +56,19 @@ def check_finite(step: int, metrics: Dict[str, float], last_checkpoint: Optional
                     'or raise optim.warmup_steps, then resume or use a new --workdir')
 
 
+def read_records(path: str) -> List[Dict[str, Any]]:
+  """The records of a metrics.jsonl file ([] if absent); a line cut short by a kill is skipped."""
+  records = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError:
+          continue
+  return records
+
+
 def logged_minutes(path: str, step: int) -> float:
   """`minutes` of the last record at or before `step` in metrics.jsonl (0 if none).
 
@@ -63,17 +76,8 @@ def logged_minutes(path: str, step: int) -> float:
   training time spent on the way to that step; time lost after the last record before a
   preemption (at most one logging interval) is not counted.
   """
-  minutes = 0.0
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError:             # a line cut short by a kill
-          continue
-        if record.get('step', step + 1) <= step and 'minutes' in record:
-          minutes = record['minutes']
-  return minutes
+  earlier = [r['minutes'] for r in read_records(path) if 'minutes' in r and r['step'] <= step]
+  return earlier[-1] if earlier else 0.0
 
 
 def _ends_with_newline(path: str) -> bool:
@@ -97,7 +101,7 @@ class MetricsWriter:
       from tensorboardX import SummaryWriter   # imported lazily: 1-2 s
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
       path = os.path.join(workdir, 'metrics.jsonl')
-      self._minutes_before = logged_minutes(path, start_step) if start_step else 0.0
+      self._minutes_before = logged_minutes(path, start_step)
       self._jsonl = open(path, 'a')
       if self._jsonl.tell() and not _ends_with_newline(path):
         self._jsonl.write('\n')                  # after a line cut short by a kill
