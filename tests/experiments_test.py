@@ -9,9 +9,11 @@ from ml_collections import config_flags
 import numpy as np
 import pytest
 
+from experiments import multi30k
 from transformer_jax import checkpoint
 from transformer_jax import components
 from transformer_jax import trainer
+from transformer_jax import workdir as workdir_lib
 
 EXPERIMENTS = sorted(p.stem for p in pathlib.Path(__file__).resolve().parents[1].glob('experiments/*.py')
                      if p.stem not in ('__init__', 'base'))
@@ -82,3 +84,13 @@ def test_word2vec_row_layout_and_model_mode_are_one_setting(flag, value):
   values(argv)
   config = values.experiment
   assert config.model.mode == config.data.word2vec_mode == value
+
+
+def test_multi30k_preln_variant_changes_only_the_norm_order():
+  """The pre-LN result is the full recipe with only the layer-norm placement changed, so its
+  number is comparable with the post-LN one."""
+  recipe, variant = (workdir_lib.as_json(multi30k.get_config(arg)) for arg in (None, 'preln'))
+  changed = {(section, key) for section in recipe for key in recipe[section]
+             if recipe[section][key] != variant[section][key]}
+  assert changed == {('model', 'norm_order')}
+  assert (recipe['model']['norm_order'], variant['model']['norm_order']) == ('post', 'pre')
