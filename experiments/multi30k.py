@@ -31,9 +31,9 @@ With 4096-slot batches (--experiment.data.tokens_per_batch=4096), stopped at ste
 :preln is the same recipe with layer norm before each sublayer (model.norm_order='pre'):
   python launch.py --experiment=experiments/multi30k.py:preln --workdir=runs/m30k_preln_full
 In progress (same CPU; the run began with the equivalent --experiment.model.norm_order=pre):
-val bleu_tok_lc 31.3 / 37.1 / 39.2 / 41.2 / 41.1 at steps 1000-5000 (29.7 / 58.8 / 89.0 / 119.0
-/ 149.2 min), 1.2-9.2 BLEU ahead of post-LN at each of these steps; last 10 averaged at step 5000: val
-41.56. Test not read yet: it is read once, after step 8000.
+val bleu_tok_lc 31.3 / 37.1 / 39.2 / 41.2 / 41.1 at steps 1000-5000 (29.7 / 58.8 / 89.0 /
+119.0 / 149.2 min), 1.2-9.2 BLEU ahead of post-LN at each of these steps; last 10 averaged
+at step 5000: val 41.56. Test not read yet: it is read once, after step 8000.
 """
 from experiments import base
 
