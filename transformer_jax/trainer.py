@@ -87,6 +87,12 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
       batch = parts.runner.put_batch(next(train_iter))
       state, metrics = parts.runner.train_step(state, batch)
       pending.append(metrics)
+      if len(pending) > 1:
+        # Async dispatch would let this loop queue up to log_every_steps steps ahead of the
+        # device, and a stop signal would then wait for all of them before its save. Waiting
+        # on the previous step keeps one step in flight: the device never idles, and a
+        # preempted run saves within a step or two.
+        jax.block_until_ready(pending[-2])
       step += 1
       # Sampled once per step: a signal arriving later is seen at the next step, whose
       # iteration then saves before the loop ends.
