@@ -6,13 +6,9 @@ Shapes only (jax.eval_shape): nothing is allocated, so `big` costs no memory. Th
 uses a shared source-target vocabulary of about 37,000 tokens (§5.1, WMT 2014 en-de).
 """
 import json
-import sys
-import pathlib
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from transformer_jax import summary  # noqa: E402
-from transformer_jax.config import TransformerConfig  # noqa: E402
+from transformer_jax import summary
+from transformer_jax.config import TransformerConfig
 
 PAPER_VOCAB = 37_000
 

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from transformer_jax import components
+from transformer_jax import heatmaps
 from transformer_jax import modes
 from transformer_jax import predict
 from transformer_jax import workdir as workdir_lib
@@ -48,19 +49,11 @@ def attention_maps(config, workdir, sentences):
 
 
 def plot(maps, path):
-  from matplotlib import figure
-  from matplotlib.backends import backend_agg
-  fig = figure.Figure(figsize=(7 * len(maps), 7))
-  backend_agg.FigureCanvasAgg(fig)
+  fig = heatmaps.new_figure(7 * len(maps), 7)
   for k, (source, target, weights, _) in enumerate(maps):
-    ax = fig.add_subplot(1, len(maps), k + 1)
-    ax.imshow(weights, cmap='Greys', vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(len(source)), source, rotation=90, fontsize=8)
-    ax.set_yticks(range(len(target)), target, fontsize=8)
-    ax.set_xlabel('source (en)')
-    ax.set_ylabel('output (de)')
+    heatmaps.draw_attention(fig.add_subplot(1, len(maps), k + 1), weights, source, target,
+                            xlabel='source (en)', ylabel='output (de)')
   fig.suptitle('RNN seq2seq: additive attention weights (Bahdanau et al., 2015)')
-  fig.tight_layout()
   fig.savefig(path, dpi=110)
 
 

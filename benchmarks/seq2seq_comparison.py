@@ -52,7 +52,8 @@ def main():
     f.write(table(results) + '\n')
   bleu.plot_bleu_by_length({n: r['bleu_by_source_length'] for n, r in results.items()},
                            args.out + '.png')
-  print(json.dumps({n: {'bleu_tok_lc': r['bleu_tok_lc'], 'bleu': r['bleu'],
+  print(json.dumps({n: {'bleu_tok_lc': r['bleu_tok_lc'],
+                        'sacrebleu': r.get('sacrebleu', r.get('bleu')),   # older files: bleu
                         'by_length': {row['bucket']: row['bleu_tok_lc']
                                       for row in r['bleu_by_source_length']}}
                     for n, r in results.items()}, indent=1))

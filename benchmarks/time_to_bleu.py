@@ -3,7 +3,7 @@
   python benchmarks/time_to_bleu.py runs/m30k [runs/other ...] --out=time_to_bleu.png \\
       [--reference='Flax example=15:18.6,30:29.7,45:34.7,60:37.8']
 
-Prints one JSON object per evaluation (run, step, minutes, bleu, bleu_tok_lc) and draws
+Prints one JSON object per evaluation (run, step, minutes, sacrebleu, bleu_tok_lc) and draws
 the curves (minutes on x, BLEU on y) into --out. The trainer's `minutes` continue across a
 resume; logs written before it did (each process restarting its clock) are stitched with
 the records' wall-clock `time`. --reference adds a measured curve given as NAME=MIN:BLEU,...
@@ -12,18 +12,17 @@ the records' wall-clock `time`. --reference adds a measured curve given as NAME=
 import argparse
 import json
 import pathlib
-import sys
 
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from transformer_jax import metrics_writer  # noqa: E402
+from transformer_jax import metrics_writer
 
 
 def read_curve(workdir: str, split: str = 'validation'):
-  """[(step, minutes, bleu, bleu_tok_lc)] of the evaluations of `split` that decoded."""
+  """[(step, minutes, sacrebleu, bleu_tok_lc)] of the evaluations of `split` that decoded
+  (logs written before the rename call sacrebleu `bleu`)."""
   records = metrics_writer.read_records(str(pathlib.Path(workdir) / 'metrics.jsonl'))
   # Old logs have `minutes` on evaluations only, counted from each process's start.
   old_style = any('minutes' not in r for r in records)
@@ -35,9 +34,9 @@ def read_curve(workdir: str, split: str = 'validation'):
         ended = max(r['time'] for r in records[:i] if r['time'] < started)
         offset += process[1] + (ended - process[2]) / 60.0      # add the previous one
       process = (started, record['minutes'], record['time'])
-    if record.get('split') == split and 'bleu' in record:
-      points.append((record['step'], offset + record['minutes'], record['bleu'],
-                     record['bleu_tok_lc']))
+    cased = record.get('sacrebleu', record.get('bleu'))
+    if record.get('split') == split and cased is not None:
+      points.append((record['step'], offset + record['minutes'], cased, record['bleu_tok_lc']))
   return points
 
 
@@ -58,7 +57,7 @@ def main():
     curve = read_curve(workdir, args.split)
     for step, minutes, score, score_lc in curve:
       print(json.dumps({'run': workdir, 'step': step, 'minutes': round(minutes, 2),
-                        'bleu': round(score, 2), 'bleu_tok_lc': round(score_lc, 2)}))
+                        'sacrebleu': round(score, 2), 'bleu_tok_lc': round(score_lc, 2)}))
     if curve:
       axes.plot([p[1] for p in curve], [p[3] for p in curve], marker='o', label=f'{workdir} (tok, lc)')
       axes.plot([p[1] for p in curve], [p[2] for p in curve], marker='.', linestyle='--',

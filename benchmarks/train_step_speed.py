@@ -13,19 +13,15 @@ position once; sources and targets have equal length here; attention's L^2 term 
 import argparse
 import json
 import statistics
-import sys
-import pathlib
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import jax
+import numpy as np
+import ml_collections
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import ml_collections  # noqa: E402
-
-from transformer_jax import optim, parallel, steps, summary  # noqa: E402
-from transformer_jax.config import TransformerConfig  # noqa: E402
-from transformer_jax.models.transformer import Transformer  # noqa: E402
+from transformer_jax import optim, parallel, steps, summary
+from transformer_jax.config import TransformerConfig
+from transformer_jax.models.transformer import Transformer
 
 
 def main():

@@ -43,6 +43,7 @@ def get_base_config() -> ml_collections.ConfigDict:
       dataset='copy',                 # copy | reverse | multi30k
       raw_dir='../shared/data/multi30k',
       data_dir='',                    # where TFDS writes array_record; '' = <workdir>/tfds
+      tokenizer_dir='',               # sentencepiece models; '' = <workdir>/tokenizer
       source_lang='en',
       target_lang='de',
       vocab_size=8000,                # sentencepiece, joint source+target
@@ -65,15 +66,15 @@ def get_base_config() -> ml_collections.ConfigDict:
       optimizer='adam',                                   # adam | sgd | adagrad
       schedule='rsqrt',                                   # rsqrt | constant | cosine | linear
       learning_rate=config_dict.placeholder(float),       # peak; None = the paper's d^-0.5 warmup^-0.5
-      warmup_steps=4000,                                  # the paper's value
+      warmup_steps=4000,                                  # in optimizer updates; the paper's value
       b1=0.9, b2=0.98, eps=1e-9,                          # the paper's Adam
       weight_decay=0.0,
       grad_clip_norm=0.0,                                 # 0 = no clipping
-      grad_accum_steps=1,
+      grad_accum_steps=1,                                 # micro-steps (batches) per update
   ))
 
   config.train = ml_collections.ConfigDict(dict(
-      num_steps=2000,
+      num_steps=2000,                     # micro-steps (batches); a multiple of grad_accum_steps
       seed=0,
       label_smoothing=0.1,                # the paper's epsilon_ls
       parallelism='pmap',                 # pmap | jit (NamedSharding data parallel)
@@ -81,7 +82,11 @@ def get_base_config() -> ml_collections.ConfigDict:
       eval_every_steps=500,
       checkpoint_every_steps=500,
       keep_checkpoints=5,
+      keep_best='',                       # also keep the best step by this eval metric, e.g.
+                                          # 'bleu_tok_lc' or 'loss'; '' = off (checkpoint.py)
       init_embeddings='',                 # word2vec vectors.txt for the embedding rows; '' = off
+      profile_steps='',                   # jax.profiler trace into <workdir>/tensorboard: 'N'
+                                          # steps after the first, or 'START:STOP'; '' = off
   ))
 
   config.eval = ml_collections.ConfigDict(dict(
@@ -89,6 +94,7 @@ def get_base_config() -> ml_collections.ConfigDict:
       max_batches=0,                      # 0 = the whole split
       bleu=False,                         # decode and score during periodic evaluation
       average_last=1,                     # --mode=eval averages the last K checkpoints
+      attention_stats=False,              # --mode=eval: attention entropy and saturation
   ))
 
   config.decode = ml_collections.ConfigDict(dict(

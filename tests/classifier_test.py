@@ -141,3 +141,17 @@ def test_learns_whether_a_token_occurs(pooling):
   sums = steps.eval_step(state.params, held_out, model=model, label_smoothing=0.0)
   assert float(sums['weight']) == 512
   assert float(sums['accuracy']) / 512 > 0.95
+
+
+@pytest.mark.parametrize('pooling', ['mean', 'cls'])
+def test_the_class_token_takes_one_position_of_the_table(pooling):
+  """Under 'cls' a sentence of max_len tokens needs max_len + 1 positions: refused, not NaN."""
+  config = _config(pooling, max_len=8, num_layers=1)
+  assert config.max_input_len == (7 if pooling == 'cls' else 8)
+  model = EncoderClassifier(config)
+  apply = lambda length: jax.eval_shape(
+      lambda i: model.init_with_output(jax.random.key(0), i)[0],
+      jax.ShapeDtypeStruct((2, length), jnp.int32))
+  assert apply(config.max_input_len).shape == (2, 3)
+  with pytest.raises(ValueError, match='sequence length 9 exceeds max_len=8'):
+    apply(config.max_input_len + 1)

@@ -123,3 +123,31 @@ def test_pad_batch_pads_rows_and_length_with_zero():
   batch = batching.pad_batch([np.array([5, 1])], [np.array([6, 7, 1])], 2, 4)
   np.testing.assert_array_equal(batch['inputs'], [[5, 1, 0, 0], [0, 0, 0, 0]])
   np.testing.assert_array_equal(batch['targets'], [[6, 7, 1, 0], [0, 0, 0, 0]])
+
+
+def test_cut_to_length_keeps_the_eos_and_names_the_cut_ones():
+  sequences = [np.array([5, 6, 1]), [4, 4, 4, 4, 4, 1], np.arange(2, 40)]
+  cut, indices = batching.cut_to_length(sequences, 4)
+  assert indices == [1, 2]
+  np.testing.assert_array_equal(cut[0], [5, 6, 1])
+  np.testing.assert_array_equal(cut[1], [4, 4, 4, 1])
+  np.testing.assert_array_equal(cut[2], [2, 3, 4, 39])
+  assert batching.cut_to_length(sequences, None) == (sequences, [])
+  note = batching.describe_cut_lines(list(range(7)), 64)
+  assert '\n' not in note and note.startswith('7 input line(s)')
+  assert 'max_len=64' in note and 'line(s) 1, 2, 3, 4, 5, ...;' in note
+
+
+def test_eval_layout_stays_within_the_model_and_never_refuses_a_long_example():
+  # Data ladder up to 32, a model reading 64 tokens, a 5,000-token line cut to 64.
+  buckets, rows = batching.eval_layout((), 32, 64, tokens_per_batch=256, batch_multiple=8,
+                                       limit=64)
+  assert buckets[-1] == 64 and rows == 8          # one row per device, past the 256 budget
+  buckets, rows = batching.eval_layout((), 32, 40, 4096, 8, limit=64)
+  assert buckets[-1] == 40 and rows == 4096 // 40 // 8 * 8
+  buckets, _ = batching.eval_layout((), 32, 61, 4096, 8, limit=62)
+  assert buckets[-1] == 62                        # a multiple of 8 would pass the table
+  buckets, _ = batching.eval_layout((), 128, 20, 4096, 8, limit=24)
+  assert max(buckets) == 24                       # the data ladder is capped too
+  buckets, _ = batching.eval_layout((), 32, 5001, 4096, 8)
+  assert buckets[-1] == 5008                      # no table (rotary): nothing is cut

@@ -164,6 +164,26 @@ def test_eval_batches_cover_the_split_in_order(workdir):
   assert tok.decode_batch(ev.batches[0]['targets'])[:3] == ev.references[:3]
 
 
+def test_eval_batches_cut_examples_to_the_model_and_count_them(workdir):
+  config = _data_config(dataset='reverse', copy_num_eval=45, max_len=12)   # up to 21 tokens
+  tok = data.get_tokenizer(config, workdir)
+  examples = pipeline.load_examples(config, tok, 'validation', workdir=workdir)
+  ev = data.make_eval_batches(config, tok, 'validation', workdir=workdir, batch_multiple=4,
+                              max_input_len=16)
+  longer = [max(len(x), len(y)) > 16 for x, y in zip(examples.inputs, examples.targets)]
+  assert ev.num_truncated == sum(longer) > 0 and ev.num_examples == 45
+  assert max(b['inputs'].shape[1] for b in ev.batches) == 16      # no bucket past the table
+  rows = [row for b in ev.batches for row in zip(b['inputs'], b['targets'])]
+  for (x, y), want_x, cut in zip(rows, examples.inputs, longer):
+    if cut and len(want_x) > 16:
+      np.testing.assert_array_equal(x, np.append(want_x[:15], want_x[-1]))   # EOS kept
+    else:
+      np.testing.assert_array_equal(x[:len(want_x)], want_x)
+  assert ev.sources == [tok.decode(x) for x in examples.inputs]              # text stays whole
+  whole = data.make_eval_batches(config, tok, 'validation', workdir=workdir, batch_multiple=4)
+  assert whole.num_truncated == 0 and whole.num_longer_than_max_len == ev.num_longer_than_max_len
+
+
 def test_eval_batches_slice_per_process(workdir):
   config = _data_config()
   tok = data.get_tokenizer(config, workdir)

@@ -38,8 +38,10 @@ BAD_INPUTS = [
     ([SMOKE, '--experiment.model.positional=spiral'], "positional='spiral'"),
     (['--experiment=experiments/multi30k.py:smoke', '--experiment.data.raw_dir=/no/such/dir'],
      'set --experiment.data.raw_dir'),
-    (['--experiment=experiments/wmt14.py:base', '--experiment.data.data_dir=/no/tfds'],
-     'wmt14_translate/de-en is not prepared as array_record'),
+    (['--experiment=experiments/wmt14.py:base', '--experiment.data.data_dir=/no/tfds',
+      '--experiment.data.raw_dir=/no/wmt14'],
+     'wmt14_translate/de-en is not prepared in /no/tfds and data.raw_dir /no/wmt14 does not '
+     'exist: set --experiment.data.raw_dir to the folder holding europarl-v7.de-en.{de,en}'),
     # 128 tokens at bucket length 32 give 4 rows: not divisible over the 8 host devices.
     ([SMOKE, '--experiment.data.tokens_per_batch=128'], 'batch_multiple=8'),
 ]
@@ -71,27 +73,38 @@ def test_two_step_launch_resumes_and_refuses_another_config(workdir):
   assert snapshot(workdir) == before
   evaluated = launch(SMOKE, f'--workdir={workdir}', '--mode=eval')
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  # The smoke experiment's eval.max_batches=1 scores 8 of the 16 sequences, and says so.
   assert [p.name for p in (workdir / 'eval').glob('*.json')] == [
-      'validation_step4_avg1_greedy.json']
+      'validation_step4_avg1_greedy_partial8of16.json']
+  assert 'partial evaluation: 8 of the 16 examples' in evaluated.stderr
   # Other search settings add their own files; the first result stays as it was.
   written = set(snapshot(workdir / 'eval'))
   rescored = launch(SMOKE, f'--workdir={workdir}', '--mode=eval',
                     '--experiment.decode.method=beam', '--experiment.decode.alpha=1')
   assert rescored.returncode == 0, rescored.stderr[-3000:]
   assert sorted(p.name for p in (workdir / 'eval').glob('*.json')) == [
-      'validation_step4_avg1_beam4_alpha1.json', 'validation_step4_avg1_greedy.json']
+      'validation_step4_avg1_beam4_alpha1_partial8of16.json',
+      'validation_step4_avg1_greedy_partial8of16.json']
   assert written < set(snapshot(workdir / 'eval'))
+  best = launch(SMOKE, f'--workdir={workdir}', '--mode=eval', '--step=best')
+  assert best.returncode == 2, best.stderr[-3000:]
+  assert 'was trained without train.keep_best: give --step=N' in best.stderr.splitlines()[-1]
   translated = launch(SMOKE, f'--workdir={workdir}', '--mode=translate', stdin='5 6 7\n9 8\n')
   assert translated.returncode == 0, translated.stderr[-3000:]
   assert len(translated.stdout.strip().splitlines()) == 2
 
 
-def test_sigterm_saves_a_checkpoint_then_the_run_resumes_from_it(workdir):
+def start_long_training(workdir):
+  """A smoke training of 100,000 steps (no checkpoint or eval on the way) in the background."""
   env = dict(os.environ, PYTHONUNBUFFERED='1')
   args = [sys.executable, 'launch.py', SMOKE, f'--workdir={workdir}',
           '--experiment.train.num_steps=100000', '--experiment.train.checkpoint_every_steps=100000',
           '--experiment.train.eval_every_steps=100000']
-  process = subprocess.Popen(args, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(args, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigterm_saves_a_checkpoint_then_the_run_resumes_from_it(workdir):
+  process = start_long_training(workdir)
   try:
     for line in process.stderr:          # progress lines go to stderr (absl logging)
       if 'step 3/100000' in line:
@@ -108,3 +121,21 @@ def test_sigterm_saves_a_checkpoint_then_the_run_resumes_from_it(workdir):
   resumed = launch(SMOKE, f'--workdir={workdir}', f'--experiment.train.num_steps={saved[0] + 2}')
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert f'resumed from checkpoint step {saved[0]}' in resumed.stderr
+
+
+def test_a_second_training_into_a_busy_workdir_is_refused(workdir):
+  first = start_long_training(workdir)
+  try:
+    for line in first.stderr:
+      if 'step 2/100000' in line:
+        break
+    before = snapshot(workdir / 'checkpoints')
+    second = launch(SMOKE, f'--workdir={workdir}', timeout=120)
+    assert second.returncode == 2, second.stderr[-2000:]
+    last = second.stderr.strip().splitlines()[-1]
+    assert f'is being trained by pid {first.pid} on ' in last, last
+    assert snapshot(workdir / 'checkpoints') == before
+  finally:
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=120)
+  assert first.returncode == 0

@@ -1,6 +1,7 @@
 """The decoder-only LM: shapes, causality, padding/packing, cached decoding, learning, and
 generation through decode.py (sampling, greedy, beam, prompts)."""
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -257,7 +258,7 @@ def test_one_hot_forcing_survives_filtering():
   assert float(jax.nn.softmax(filtered)[0, 4]) == 1.0
 
 
-def test_prompt_batches_pad_rows_and_length_and_refuse_long_prompts():
+def test_prompt_batches_pad_rows_and_length():
   tokenizer = IdentityTokenizer(40)
   lines = ['5 6 7', '', '9'] + ['8'] * 70
   batches = list(generate.prompt_batches(tokenizer, lines, batch_multiple=4, max_len=24))
@@ -265,8 +266,26 @@ def test_prompt_batches_pad_rows_and_length_and_refuse_long_prompts():
   np.testing.assert_array_equal(batches[0]['prompts'][:3, :3], [[5, 6, 7], [0, 0, 0], [9, 0, 0]])
   np.testing.assert_array_equal(batches[1]['seeds'][:2], [64, 65])
   assert not batches[1]['prompts'][9:].any()               # 73 lines: 9 real rows, then pad
-  with pytest.raises(UserError, match='max_len=24'):
-    list(generate.prompt_batches(tokenizer, [' '.join(['5'] * 24)], batch_multiple=1, max_len=24))
+
+
+def test_prompts_longer_than_the_cache_are_cut_with_one_warning(caplog):
+  """The cache holds max_len tokens: a prompt keeps its first max_len - 1, the others stay whole."""
+  tokenizer = IdentityTokenizer(40)
+  lines = ['5 6 7', ' '.join(['9'] * 23), ' '.join(['8'] * 24), ' '.join(['7'] * 300)]
+  with caplog.at_level(logging.WARNING):
+    [batch] = list(generate.prompt_batches(tokenizer, lines, batch_multiple=1, max_len=24))
+  lengths = (batch['prompts'] != 0).sum(1)
+  np.testing.assert_array_equal(lengths, [3, 23, 23, 23])
+  np.testing.assert_array_equal(batch['prompts'][3, :23], [7] * 23)
+  [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert '2 input line(s)' in warning and 'max_len=24' in warning and 'line(s) 3, 4;' in warning
+
+
+def test_lm_refuses_a_sequence_longer_than_its_table():
+  model, params, _ = setup_model(num_layers=1)
+  longer = tokens(2, (2, 25), [25, 10])
+  with pytest.raises(ValueError, match='sequence length 25 exceeds max_len=24'):
+    jax.jit(model.apply)({'params': params}, longer)
 
 
 def test_sample_and_eval_modes_on_a_smoke_run(shared_data, tmp_path, capsys):
@@ -284,6 +303,6 @@ def test_sample_and_eval_modes_on_a_smoke_run(shared_data, tmp_path, capsys):
   assert [c[:len(p)] for c, p in zip(continued, ['A man in a red', 'Two dogs'])] == [
       'A man in a red', 'Two dogs']
   metrics = modes.evaluate(config, workdir)
-  assert np.isfinite(metrics['perplexity']) and 'bleu' not in metrics
+  assert np.isfinite(metrics['perplexity']) and 'sacrebleu' not in metrics
   with pytest.raises(UserError, match='language model'):
     modes.sample(base.get_base_config(), workdir)

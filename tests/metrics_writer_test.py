@@ -43,8 +43,24 @@ def test_time_to_bleu_stitches_a_log_whose_processes_each_restarted_the_clock(tm
 
 def test_time_to_bleu_reads_continuing_minutes_as_they_are(tmp_path):
   write_lines(tmp_path / 'metrics.jsonl', [
-      {'step': s, 'split': 'validation', 'time': 7.0 * s, 'minutes': m, 'bleu': b,
+      {'step': s, 'split': 'validation', 'time': 7.0 * s, 'minutes': m, 'sacrebleu': b,
        'bleu_tok_lc': b}
       for s, m, b in [(1, 1.5, 10.0), (2, 4.0, 20.0), (3, 6.5, 25.0)]])
   assert time_to_bleu.read_curve(str(tmp_path)) == [
       (1, 1.5, 10.0, 10.0), (2, 4.0, 20.0, 20.0), (3, 6.5, 25.0, 25.0)]
+
+
+def refuse_constant(name):
+  raise ValueError(f'{name} is not strict JSON')
+
+
+def test_a_nan_metric_is_written_as_null_with_its_reason(tmp_path):
+  writer = metrics_writer.MetricsWriter(str(tmp_path), num_steps=10, start_step=0)
+  writer.write(5, 'validation',
+               {'loss': float('nan'), 'perplexity': float('inf'), 'sacrebleu': 3.5})
+  writer.close()
+  line = (tmp_path / 'metrics.jsonl').read_text().splitlines()[-1]
+  record = json.loads(line, parse_constant=refuse_constant)
+  assert record['loss'] is None and record['loss_null_reason'] == 'not finite (nan)'
+  assert record['perplexity'] is None and record['perplexity_null_reason'] == 'not finite (inf)'
+  assert record['sacrebleu'] == 3.5 and 'sacrebleu_null_reason' not in record

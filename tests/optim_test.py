@@ -19,7 +19,7 @@ def _paper_rate(step, d_model, warmup):
 def test_rsqrt_default_is_the_papers_formula(learning_rate):
   config = optim_config(schedule='rsqrt', learning_rate=learning_rate,
                         warmup_steps=4000)
-  schedule = optim.learning_rate_schedule(config, model_dim=512, num_steps=100_000)
+  schedule = optim.learning_rate_schedule(config, model_dim=512, num_updates=100_000)
   for step in [1, 10, 1000, 3999, 4000, 4001, 10_000, 100_000]:
     np.testing.assert_allclose(schedule(step), _paper_rate(step, 512, 4000),
                                rtol=1e-5, err_msg=f'step {step}')
@@ -28,21 +28,21 @@ def test_rsqrt_default_is_the_papers_formula(learning_rate):
 
 def test_rsqrt_learning_rate_sets_the_peak():
   config = optim_config(schedule='rsqrt', learning_rate=2e-3, warmup_steps=100)
-  schedule = optim.learning_rate_schedule(config, model_dim=512, num_steps=1000)
+  schedule = optim.learning_rate_schedule(config, model_dim=512, num_updates=1000)
   np.testing.assert_allclose([schedule(50), schedule(100), schedule(400)],
                              [1e-3, 2e-3, 1e-3], rtol=1e-6)
 
 
 def test_constant_with_linear_warmup():
   config = optim_config(schedule='constant', learning_rate=0.5, warmup_steps=10)
-  schedule = optim.learning_rate_schedule(config, model_dim=8, num_steps=100)
+  schedule = optim.learning_rate_schedule(config, model_dim=8, num_updates=100)
   np.testing.assert_allclose([schedule(0), schedule(5), schedule(10), schedule(99)],
                              [0.0, 0.25, 0.5, 0.5])
 
 
 def test_cosine_endpoints():
   config = optim_config(schedule='cosine', learning_rate=1.0, warmup_steps=10)
-  schedule = optim.learning_rate_schedule(config, model_dim=8, num_steps=110)
+  schedule = optim.learning_rate_schedule(config, model_dim=8, num_updates=110)
   np.testing.assert_allclose(
       [schedule(0), schedule(10), schedule(60), schedule(110), schedule(200)],
       [0.0, 1.0, 0.5, 0.0, 0.0], atol=1e-6)
@@ -50,12 +50,12 @@ def test_cosine_endpoints():
 
 def test_linear_decays_to_zero_at_num_steps():
   config = optim_config(schedule='linear', learning_rate=2.0, warmup_steps=10)
-  schedule = optim.learning_rate_schedule(config, model_dim=8, num_steps=110)
+  schedule = optim.learning_rate_schedule(config, model_dim=8, num_updates=110)
   np.testing.assert_allclose(
       [schedule(0), schedule(5), schedule(10), schedule(35), schedule(110), schedule(200)],
       [0.0, 1.0, 2.0, 1.5, 0.0, 0.0], atol=1e-6)
   no_warmup = optim.learning_rate_schedule(optim_config(schedule='linear', learning_rate=1.0),
-                                           model_dim=8, num_steps=4)
+                                           model_dim=8, num_updates=4)
   np.testing.assert_allclose([no_warmup(s) for s in range(5)], [1, 0.75, 0.5, 0.25, 0])
 
 
@@ -93,8 +93,8 @@ def test_clipping_clips_the_global_norm(clip, expected):
 def test_accumulation_applies_one_update_every_k_micro_steps():
   k = 3
   tx, learning_rate_fn = optim.make_optimizer(
-      optim_config(grad_accum_steps=k, schedule='cosine'), 8, 10)
-  plain, schedule = optim.make_optimizer(optim_config(schedule='cosine'), 8, 10)
+      optim_config(grad_accum_steps=k, schedule='cosine'), 8, 4 * k)
+  plain, schedule = optim.make_optimizer(optim_config(schedule='cosine'), 8, 4)  # same 4 updates
   params, opt_state = _params(), tx.init(_params())
   micro_grads = [_grads(s) for s in (1.0, -2.0, 4.0)]
   for i, grads in enumerate(micro_grads):
@@ -103,7 +103,8 @@ def test_accumulation_applies_one_update_every_k_micro_steps():
     assert bool(moved) == (i == k - 1), f'micro-step {i}'
   mean_grads = jax.tree_util.tree_map(lambda *g: sum(g) / k, *micro_grads)
   expected, _ = plain.update(mean_grads, plain.init(_params()), params)
-  jax.tree_util.tree_map(np.testing.assert_allclose, updates, expected)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+                         updates, expected)
   for step in range(7):
     assert learning_rate_fn(step) == schedule(step // k)
   assert float(schedule(0)) > 0.0     # the first update uses the paper's step_num = 1
@@ -169,3 +170,48 @@ def test_adagrad_first_step():
 def test_unknown_optimizer_is_user_error():
   with pytest.raises(UserError, match="unknown optim.optimizer 'lamb'"):
     optim.make_optimizer(optim_config(optimizer='lamb'), 8, 10)
+
+
+def _rates_applied_per_update(config, num_steps):
+  """The learning rate of each update, read off the real tx: SGD on unit gradients moves every
+  parameter by -lr. Also checks learning_rate_fn(micro_step) at each update's micro-step."""
+  k = config.grad_accum_steps
+  tx, learning_rate_fn = optim.make_optimizer(config, 8, num_steps)
+  params = _params()
+  state, update = tx.init(params), jax.jit(tx.update)
+  rates = []
+  for micro_step in range(num_steps):
+    updates, state = update(_grads(1.0), state, params)
+    if (micro_step + 1) % k == 0:        # the micro-step that completes an update
+      rates.append(-float(updates['bias'][0]))
+      assert rates[-1] == pytest.approx(float(learning_rate_fn(micro_step)), rel=1e-5, abs=1e-12)
+  assert len(rates) == num_steps // k
+  return rates
+
+
+@pytest.mark.parametrize('schedule', ['cosine', 'linear'])
+@pytest.mark.parametrize('k', [1, 2, 4])
+def test_decay_ends_at_zero_on_the_last_update_whatever_the_accumulation(schedule, k):
+  config = optim_config(optimizer='sgd', schedule=schedule, learning_rate=1e-3, warmup_steps=3,
+                        grad_accum_steps=k)
+  rates = _rates_applied_per_update(config, num_steps=24 * k)   # 24 updates, warmup 3 of them
+  assert rates[-1] == pytest.approx(0.0, abs=1e-12)
+  assert rates[-2] > 0.0 and max(rates) == pytest.approx(1e-3, rel=1e-5)
+
+
+@pytest.mark.parametrize('k', [1, 2])
+def test_rsqrt_peak_is_at_update_warmup_steps(k):
+  config = optim_config(optimizer='sgd', schedule='rsqrt', learning_rate=1e-3, warmup_steps=5,
+                        grad_accum_steps=k)
+  rates = _rates_applied_per_update(config, num_steps=12 * k)
+  assert int(np.argmax(rates)) + 1 == 5                           # updates numbered from 1
+  assert rates[4] == pytest.approx(1e-3, rel=1e-5)
+
+
+def test_num_steps_not_a_multiple_of_accumulation_is_a_user_error():
+  with pytest.raises(UserError) as e:
+    optim.make_optimizer(optim_config(grad_accum_steps=4), 8, 10)
+  message = str(e.value)
+  assert '\n' not in message
+  assert 'train.num_steps=10 is not a multiple of optim.grad_accum_steps=4' in message
+  assert 'num_steps to a multiple, e.g. 12' in message

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from transformer_jax import positional
+from transformer_jax.config import TABLE_POSITIONAL_KINDS
 
 
 def test_sinusoidal_table_equals_paper_formula():
@@ -84,3 +85,20 @@ def test_embedding_positions_follow_given_positions(kind):
 def test_rotary_and_none_add_nothing_to_embeddings():
   assert positional.make_positions('rotary', 10) is None
   assert positional.make_positions('none', 10) is None
+
+
+@pytest.mark.parametrize('kind', ['sinusoidal', 'learned', 'multiplicative'])
+def test_table_kinds_refuse_a_sequence_longer_than_their_table(kind):
+  """Past the table jnp.take gives NaN under jit: the module says so instead, at trace time."""
+  module = positional.make_positions(kind, max_len=16)
+  x = jnp.ones((2, 17, 4), jnp.float32)
+  variables = module.init(jax.random.key(0), x[:, :16], positional.default_positions(x[:, :16]))
+  apply = jax.jit(module.apply)
+  assert np.isfinite(apply(variables, x[:, :16], positional.default_positions(x[:, :16]))).all()
+  with pytest.raises(ValueError, match='sequence length 17 exceeds max_len=16 of the positional '
+                                       'table: raise TransformerConfig.max_len'):
+    apply(variables, x, positional.default_positions(x))
+
+
+def test_table_kinds_are_the_embedding_modules():
+  assert set(positional.EMBEDDING_POSITIONS) == set(TABLE_POSITIONAL_KINDS)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from transformer_jax import summary
-from transformer_jax.config import NAMED_SETTINGS, POSITIONAL_KINDS, TransformerConfig
+from transformer_jax.config import NAMED_SETTINGS, POSITIONAL_KINDS, TABLE_POSITIONAL_KINDS
+from transformer_jax.config import TransformerConfig
 from transformer_jax.models.transformer import Transformer
 
 SMALL = dict(vocab_size=40, model_dim=16, num_heads=2, mlp_dim=32, num_layers=2, max_len=24,
@@ -182,3 +183,31 @@ def test_table3_row_b_sets_key_and_value_sizes_apart():
   assert attn['key']['kernel'].shape == (16, 2, 4)
   assert attn['value']['kernel'].shape == (16, 2, 12)
   assert attn['out']['kernel'].shape == (2, 12, 16)
+
+
+@pytest.mark.parametrize('positional', POSITIONAL_KINDS)
+def test_longer_than_max_len_is_refused_by_a_table_and_finite_without_one(positional):
+  """Decided behaviour: the table kinds raise a clear error at trace time (jnp.take past the
+  table would give NaN logits for every position); rotary and none have no table and stay
+  finite at any length."""
+  _, model, params, _, _ = setup_model(positional=positional, max_len=16, num_layers=1)
+  apply = jax.jit(lambda p, x, y: model.apply({'params': p}, x, y))
+  fits, longer = tokens(2, (2, 16), [16, 7]), tokens(3, (2, 17), [17, 9])
+  if positional not in TABLE_POSITIONAL_KINDS:
+    assert np.isfinite(np.asarray(apply(params, longer, longer))).all()
+    return
+  for inputs, targets in ((longer, fits), (fits, longer)):       # either side alone
+    with pytest.raises(ValueError, match='sequence length 17 exceeds max_len=16'):
+      apply(params, inputs, targets)
+
+
+def test_a_decoding_cache_longer_than_the_table_is_refused():
+  config, model, params, inputs, _ = setup_model(max_len=16, num_layers=1)
+  encoded = model.apply({'params': params}, inputs, method='encode')
+  step_model = Transformer(config, decoding=True)
+  make_cache = lambda length: step_model.apply(
+      {'params': params}, encoded, inputs, jnp.zeros((2, length), jnp.int32), method='decode',
+      mutable=['cache'])
+  make_cache(16)
+  with pytest.raises(ValueError, match='sequence length 17 exceeds max_len=16'):
+    make_cache(17)

@@ -34,6 +34,8 @@ _PUBLIC = {
     'greedy_search': 'transformer_jax.decode',
     'sample_search': 'transformer_jax.decode',
     'UserError': 'transformer_jax.errors',
+    'load_pretrained': 'transformer_jax.pretrained',
+    'Pretrained': 'transformer_jax.pretrained',
 }
 
 __all__ = sorted(_PUBLIC)

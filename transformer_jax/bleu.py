@@ -6,6 +6,9 @@ on detokenized, cased text is comparable across papers when its signature matche
 most Multi30k results (Elliott et al., 2016, and the systems evaluated on it) are
 multi-bleu.perl scores on the dataset's own preprocessing (lowercase, Moses punctuation
 normalisation, Moses tokenisation), which `bleu_tok_lc` reproduces.
+
+Their names are the same everywhere (metrics.jsonl, TensorBoard tags, the console, the eval
+JSON and these functions' rows): `sacrebleu` for cased sacreBLEU, `bleu_tok_lc` for the other.
 """
 import functools
 import math
@@ -16,6 +19,7 @@ import sacremoses
 # Lower bounds of the source-length buckets, in words: 0-9, 10-14, 15-19, 20-24, 25+.
 DEFAULT_BUCKETS = (0, 10, 15, 20, 25)
 METRIC_NAMES = {'bleu_tok_lc': 'BLEU (tokenized, lowercased)', 'sacrebleu': 'sacreBLEU'}
+_SACREMOSES_VERSION = getattr(sacremoses, '__version__', 'unknown')
 
 
 def sacre_bleu(hyps, refs):
@@ -79,10 +83,24 @@ def bleu_tok_lc(hyps, refs, lang='de'):
   Returns:
     BLEU in [0, 100].
   """
+  return bleu_tok_lc_scored(hyps, refs, lang)[0]
+
+
+def bleu_tok_lc_scored(hyps, refs, lang='de'):
+  """`bleu_tok_lc` and a signature saying how it was computed.
+
+  Returns:
+    (BLEU in [0, 100], signature): sacreBLEU's signature of the scoring call (`tok:none`,
+    `smooth:none`; its `case:mixed` compares the already lowercased tokens as they are)
+    followed by the preprocessing, e.g. 'nrefs:1|case:mixed|eff:no|tok:none|smooth:none|
+    version:2.6.0|pre:lowercase+moses-punct-norm+moses-tok|lang:de|sacremoses:0.2.0'.
+  """
   hyps = [moses_preprocess(h, lang) for h in hyps]
   refs = [moses_preprocess(r, lang) for r in refs]
-  return sacrebleu.corpus_bleu(hyps, [refs], tokenize='none', smooth_method='none',
-                               force=True).score
+  metric = sacrebleu.metrics.BLEU(tokenize='none', smooth_method='none', force=True)
+  score = metric.corpus_score(hyps, [refs]).score
+  return score, (f'{metric.get_signature()}|pre:lowercase+moses-punct-norm+moses-tok|'
+                 f'lang:{lang}|sacremoses:{_SACREMOSES_VERSION}')
 
 
 def _bucket_label(lower, upper):
@@ -103,7 +121,8 @@ def bleu_by_length(sources, hyps, refs, buckets=DEFAULT_BUCKETS, lang='de'):
 
   Returns:
     One dict per bucket: {'bucket': '10-14', 'count': sentences,
-    'bleu_tok_lc': float, 'sacrebleu': float}; both BLEU are NaN for an empty bucket.
+    'bleu_tok_lc': float, 'sacrebleu': float}; both BLEU are NaN for an empty bucket (the
+    eval JSON writes null there, with a `<name>_null_reason`).
   """
   if not buckets or buckets[0] != 0 or list(buckets) != sorted(set(buckets)):
     raise ValueError(f'buckets must be increasing lower bounds starting at 0, got {buckets}')
@@ -124,8 +143,13 @@ def bleu_by_length(sources, hyps, refs, buckets=DEFAULT_BUCKETS, lang='de'):
   return rows
 
 
+def _score_or_nan(score):
+  """A row's score; an eval JSON read back has null (None) where the row was NaN."""
+  return math.nan if score is None else score
+
+
 def _format_score(score):
-  return 'n/a' if math.isnan(score) else f'{score:.2f}'
+  return 'n/a' if math.isnan(_score_or_nan(score)) else f'{score:.2f}'
 
 
 def format_table(rows):
@@ -162,7 +186,7 @@ def plot_bleu_by_length(rows_by_model, path, metric='bleu_tok_lc'):
   width = 0.8 / len(rows_by_model)
   for m, (name, rows) in enumerate(rows_by_model.items()):
     offsets = [i - 0.4 + width * (m + 0.5) for i in range(len(rows))]
-    ax.bar(offsets, [row[metric] for row in rows], width, label=name)
+    ax.bar(offsets, [_score_or_nan(row[metric]) for row in rows], width, label=name)
   ax.set_xticks(range(len(labels)), labels)
   ax.set_xlabel('source length (words)')
   ax.set_ylabel(METRIC_NAMES[metric])

@@ -3,6 +3,7 @@
 train, eval and translate modes all build through here, so they agree on the model.
 """
 import dataclasses
+import os
 from typing import Any, Callable
 
 import jax
@@ -13,6 +14,7 @@ from transformer_jax import families
 from transformer_jax import optim
 from transformer_jax import parallel
 from transformer_jax import steps
+from transformer_jax import validation
 from transformer_jax.data import batching
 from transformer_jax.errors import UserError
 
@@ -61,18 +63,31 @@ def schedule_dim(config) -> int:
 
 def preflight(config, workdir: str) -> None:
   """Every check that needs no data or compilation, so a bad config fails before any write:
-  the model family and fields, the optimizer, the parallelism, the data's presence, and a batch
-  that splits evenly over the devices."""
+  the model family and fields, training sequences the position table covers, the optimizer, the
+  parallelism, the data's presence, and a batch that splits evenly over the devices."""
+  validation.check_config(config)
   family = family_of(config)
   if config.data.get('pack') and not family.packs:
     raise UserError(f'model family {family.name!r} does not take packed batches: set '
                     '--experiment.data.pack=False')
-  make_model_config(config.model, vocab_size=max(config.data.get('vocab_size', 1), 1))
+  vocab_size = data.planned_vocab_size(config.data)
+  model_config = make_model_config(config.model,
+                                   vocab_size=vocab_size or config.model.get('vocab_size') or 1)
+  limit = model_config.max_input_len      # training sequences past a position table give NaN
+  if limit is not None and config.data.max_len > limit:
+    raise UserError(f'data.max_len={config.data.max_len} exceeds the {limit} positions the '
+                    f'model reads (model.max_len={model_config.max_len}, '
+                    f'positional={model_config.positional!r}): raise --experiment.model.max_len '
+                    'or lower --experiment.data.max_len')
   optim.make_optimizer(config.optim, schedule_dim(config), config.train.num_steps)
   if config.train.parallelism not in parallel.RUNNERS:
     raise UserError(f'unknown train.parallelism {config.train.parallelism!r}: '
                     f'choose one of {sorted(parallel.RUNNERS)}')
   data.check_available(config.data, workdir)
+  embeddings = config.train.get('init_embeddings')
+  if embeddings and not os.path.isfile(embeddings):
+    raise UserError(f'train.init_embeddings={embeddings!r} is not a file: give a word2vec '
+                    'vectors.txt (written by experiments/word2vec.py), or '' for none')
   if not config.data.pack:
     buckets = batching.normalize_bucket_lengths(tuple(config.data.bucket_lengths), config.data.max_len)
     batching.rows_for_length(config.data.tokens_per_batch, buckets[-1], jax.device_count())

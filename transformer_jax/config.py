@@ -8,9 +8,14 @@ import dataclasses
 from typing import Any, Optional
 
 POSITIONAL_KINDS = ('sinusoidal', 'learned', 'multiplicative', 'rotary', 'none')
+# The kinds that read a [max_len, d] table, so cannot take a sequence longer than max_len.
+TABLE_POSITIONAL_KINDS = ('sinusoidal', 'learned', 'multiplicative')
 NORM_ORDERS = ('post', 'pre')
 ACTIVATIONS = ('relu', 'gelu')
 DTYPES = ('float32', 'bfloat16', 'float16')
+# Names outside the model that an experiment config may use (jax-free, for validation.py).
+DECODE_METHODS = ('greedy', 'beam', 'sample')
+SPLITS = ('train', 'validation', 'test')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +42,9 @@ class TransformerConfig:
     norm_order: 'post' (LayerNorm(x + Sublayer(x)), the paper) or 'pre'.
     positional: 'sinusoidal' (paper), 'learned' (Table 3 row E), 'multiplicative',
       'rotary' (RoPE inside attention) or 'none'.
-    max_len: longest sequence the position tables and decode cache cover.
+    max_len: longest sequence the position tables and decode cache cover. A table
+      kind (TABLE_POSITIONAL_KINDS) refuses longer inputs, so --mode=translate and
+      evaluation cut them to it (see `max_input_len`); decoded outputs never exceed it.
     attention_scale: logit scale; None is the paper's 1/sqrt(d_k), 1.0 the
       "no scaling" ablation, or any float.
     rope_max_wavelength: base of the RoPE frequencies.
@@ -105,6 +112,12 @@ class TransformerConfig:
   @property
   def output_vocab_size(self) -> int:
     return self.target_vocab_size if self.target_vocab_size is not None else self.vocab_size
+
+  @property
+  def max_input_len(self) -> Optional[int]:
+    """Most tokens a sequence fed to the model may hold: max_len for a table of positions,
+    None (any length) for 'rotary' and 'none'."""
+    return self.max_len if self.positional in TABLE_POSITIONAL_KINDS else None
 
   def replace(self, **changes: Any) -> 'TransformerConfig':
     return dataclasses.replace(self, **changes)
@@ -177,6 +190,11 @@ class RNNConfig:
   def output_vocab_size(self) -> int:
     return self.target_vocab_size if self.target_vocab_size is not None else self.vocab_size
 
+  @property
+  def max_input_len(self) -> Optional[int]:
+    """None: the RNNs read sources of any length (max_len bounds only the outputs)."""
+    return None
+
   def replace(self, **changes: Any) -> 'RNNConfig':
     return dataclasses.replace(self, **changes)
 
@@ -203,6 +221,12 @@ class ClassifierConfig(TransformerConfig):
     if self.num_classes < 2:
       raise ValueError(f'ClassifierConfig: num_classes={self.num_classes} must be at least 2')
 
+  @property
+  def max_input_len(self) -> Optional[int]:
+    """As TransformerConfig's, less the position the class token takes under 'cls' pooling."""
+    limit = super().max_input_len
+    return limit - 1 if limit is not None and self.pooling == 'cls' else limit
+
 
 WORD2VEC_MODES = ('skipgram', 'cbow')
 
@@ -226,3 +250,8 @@ class Word2VecConfig:
   def __post_init__(self):
     if self.mode not in WORD2VEC_MODES:
       raise ValueError(f'Word2VecConfig: mode={self.mode!r}: use one of {WORD2VEC_MODES}')
+
+  @property
+  def max_input_len(self) -> Optional[int]:
+    """None: word2vec reads word pairs, not sequences."""
+    return None

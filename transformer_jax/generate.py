@@ -23,10 +23,11 @@ from typing import Any, List
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from transformer_jax import decode
-from transformer_jax.errors import UserError
 from transformer_jax import predict
+from transformer_jax.data import batching
 from transformer_jax.predict import SearchSettings
 
 # Rows per generation batch (rounded up to a multiple of the device count).
@@ -112,13 +113,14 @@ def prompt_batches(tokenizer, lines: List[str], batch_multiple: int, max_len: in
   """Batches {'prompts', 'seeds'} of the lines' ids (EOS dropped; '' = no prompt).
 
   Every batch has the same row count (a multiple of batch_multiple; extra rows are
-  empty prompts) and prompts padded to a multiple of 8, so few shapes compile.
+  empty prompts) and prompts padded to a multiple of 8, so few shapes compile. The cache
+  holds max_len tokens in all, so a prompt keeps at most its first max_len - 1 tokens
+  (one warning names the lines cut), leaving room for at least one new token.
   """
-  ids = [x[:-1] for x in tokenizer.encode(lines)]
-  for number, x in enumerate(ids, start=1):
-    if len(x) >= max_len:
-      raise UserError(f'prompt line {number} has {len(x)} tokens but the model holds '
-                      f'max_len={max_len} in all: shorten it')
+  ids, cut = batching.cut_to_length(tokenizer.encode(lines), max_len)
+  if cut:
+    logging.warning(batching.describe_cut_lines(cut, max_len))
+  ids = [x[:-1] for x in ids]
   rows = -(-min(ROWS_PER_BATCH, len(lines)) // batch_multiple) * batch_multiple
   for start in range(0, len(ids), rows):
     chunk = ids[start:start + rows]

@@ -10,10 +10,14 @@ import time
 from typing import Any, Dict, List, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from transformer_jax.errors import UserError
+
+# `<workdir>/tensorboard`: the event files, and the jax.profiler traces of train.profile_steps.
+TENSORBOARD_DIR = 'tensorboard'
 
 
 def sum_device_metrics(pending: List[Dict[str, Any]]) -> Dict[str, float]:
@@ -46,14 +50,72 @@ def reduce_sums(sums: Dict[str, float]) -> Dict[str, float]:
   return out
 
 
+def _diverged(what: str, step: int, last_checkpoint: Optional[int]) -> UserError:
+  """The one-line stop for a run whose numbers went NaN/inf, naming the step and what is kept."""
+  kept = f'checkpoint step {last_checkpoint} is kept' if last_checkpoint else 'no checkpoint was written'
+  return UserError(f'{what} by step {step} ({kept}): lower '
+                   '--experiment.optim.learning_rate, set --experiment.optim.grad_clip_norm=1.0, '
+                   'or raise optim.warmup_steps, then resume or use a new --workdir')
+
+
 def check_finite(step: int, metrics: Dict[str, float], last_checkpoint: Optional[int]) -> None:
   """Stops the run on a NaN/inf loss, naming the step and what is kept."""
   bad = [k for k in ('loss', 'grad_norm') if k in metrics and not math.isfinite(metrics[k])]
   if bad:
-    kept = f'checkpoint step {last_checkpoint} is kept' if last_checkpoint else 'no checkpoint was written'
-    raise UserError(f'{bad[0]} became {metrics[bad[0]]} by step {step} ({kept}): lower '
-                    '--experiment.optim.learning_rate, set --experiment.optim.grad_clip_norm=1.0, '
-                    'or raise optim.warmup_steps, then resume or use a new --workdir')
+    raise _diverged(f'{bad[0]} became {metrics[bad[0]]}', step, last_checkpoint)
+
+
+@jax.jit
+def _finite_leaves(tree) -> jax.Array:
+  """One bool per floating leaf: all its values are finite (reduced on the device)."""
+  leaves = [jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.stack(leaves) if leaves else jnp.ones((0,), bool)
+
+
+def check_finite_params(step: int, params, last_checkpoint: Optional[int]) -> None:
+  """Stops the run before a save of params holding NaN/inf, naming the first such parameter.
+
+  The loss of a step is computed before its update, so an update that overflows shows only in
+  the params; checking them before each save keeps a non-finite state off the disk. The cost is
+  one on-device reduction and a transfer of one bool per parameter.
+  """
+  finite = np.asarray(_finite_leaves(params))
+  if not finite.all():
+    floats = [path for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    name = jax.tree_util.keystr(floats[int(np.argmin(finite))], simple=True, separator='/')
+    raise _diverged(f'params/{name} became NaN or inf', step, last_checkpoint)
+
+
+def strict_json_tree(tree: Any) -> Any:
+  """A copy of `tree` (dicts, lists, numbers, strings) that strict JSON can hold.
+
+  A NaN or infinite number becomes null, and the dict holding it gains `<key>_null_reason`
+  ('not finite (nan)', 'not finite (inf)', ...) so that a reader sees why it is missing
+  (json.dumps would write the bare `NaN`/`Infinity` most parsers refuse). A list entry has no
+  sibling key: it becomes null alone. NumPy scalars become Python numbers.
+  """
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out[key] = strict_json_tree(value)
+      if out[key] is None and _is_number(value):
+        out.setdefault(f'{key}_null_reason', f'not finite ({float(value)})')
+    return out
+  if isinstance(tree, (list, tuple)):
+    return [strict_json_tree(value) for value in tree]
+  if isinstance(tree, (bool, np.bool_)):
+    return bool(tree)
+  if isinstance(tree, np.integer):
+    return int(tree)
+  if _is_number(tree):
+    return float(tree) if math.isfinite(tree) else None
+  return tree
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (float, np.floating)) and not isinstance(value, bool)
 
 
 def read_records(path: str) -> List[Dict[str, Any]]:
@@ -97,9 +159,10 @@ class MetricsWriter:
     self._minutes_before = 0.0
     self._tb = None
     self._jsonl = None
+    self._workdir = workdir
     if self.active:
       from tensorboardX import SummaryWriter   # imported lazily: 1-2 s
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
       path = os.path.join(workdir, 'metrics.jsonl')
       self._minutes_before = logged_minutes(path, start_step)
       self._jsonl = open(path, 'a')
@@ -115,8 +178,13 @@ class MetricsWriter:
         self._tb.add_scalar(f'{split}/{name}', value, step)
     record = {'step': step, 'split': split, 'time': time.time(),
               'minutes': self.elapsed_minutes(), **metrics}
-    self._jsonl.write(json.dumps(record) + '\n')
-    self._jsonl.flush()
+    try:
+      # Strict JSON: a NaN metric is written as null with a `<name>_null_reason` beside it.
+      self._jsonl.write(json.dumps(strict_json_tree(record), allow_nan=False) + '\n')
+      self._jsonl.flush()
+    except OSError as e:       # a full disk: the checkpoints cannot be written either
+      raise UserError(f'metrics could not be written to {self._jsonl.name} ({e.strerror}): '
+                      'free disk space or fix the cause, then resume') from e
 
   def train_progress(self, step: int, metrics: Dict[str, float]) -> Dict[str, float]:
     """Adds speed (steps/s, tokens/s) and ETA to train metrics, writes and prints them."""
@@ -139,9 +207,15 @@ class MetricsWriter:
     return self._minutes_before + (time.time() - self._start_time) / 60.0
 
   def close(self) -> None:
+    """Flushes and closes the files. A failure (a full disk) only warns: close runs on the way
+    out of a failed run too, whose own error (e.g. a checkpoint that could not be written) says
+    more than this one."""
     if self.active:
-      self._tb.close()
-      self._jsonl.close()
+      try:
+        self._tb.close()
+        self._jsonl.close()
+      except OSError as e:
+        logging.warning('the last metrics may be missing from %s: %s', self._workdir, e)
 
 
 def format_seconds(seconds: float) -> str:

@@ -1,21 +1,30 @@
-"""What launch.py can do with an experiment: train, evaluate, translate, sample (an LM)."""
+"""What launch.py can do with an experiment: train, evaluate, translate, sample (an LM),
+export (a self-contained folder for transformer_jax.load_pretrained)."""
+import dataclasses
+import itertools
 import json
 import os
 import sys
 from typing import List, Optional
 
 import jax
-import numpy as np
 from absl import logging
 
+from transformer_jax import attention_stats
+from transformer_jax import averaging
 from transformer_jax import bleu
 from transformer_jax import checkpoint
 from transformer_jax import components
 from transformer_jax import evaluation
 from transformer_jax import generate
+from transformer_jax import metrics_writer
 from transformer_jax import predict
+from transformer_jax import pretrained
+from transformer_jax import summary
 from transformer_jax import trainer
+from transformer_jax import validation
 from transformer_jax.data import batching
+from transformer_jax.data import raw_text
 from transformer_jax import workdir as workdir_lib
 from transformer_jax.errors import UserError
 
@@ -24,45 +33,144 @@ def train(config, workdir: str):
   return trainer.train_and_evaluate(config, workdir)
 
 
-def restore_params(config, workdir: str, parts, step: Optional[int]):
-  """Params of checkpoint `step` (latest if None), averaged over the last `eval.average_last`."""
-  workdir_lib.load_config(workdir)           # a run must exist here ...
-  workdir_lib.check_config(workdir, config)  # ... made with these pinned settings
-  ckpt = checkpoint.Checkpointer(workdir, max_to_keep=None, async_save=False)
-  available = ckpt.all_steps()
-  if not available:
+def check_run(config, workdir: str) -> None:
+  """Refuses, before anything is built or written, a workdir that holds no run of `config`.
+
+  Building trains a tokenizer and prepares data where none is, so eval/translate/sample check
+  first that the workdir has a config.json made with these pinned settings and a checkpoint.
+  """
+  differences = workdir_lib.pinned_differences(workdir_lib.load_config(workdir),
+                                               workdir_lib.as_json(config))
+  if differences:      # these modes only read the run: the fix is its own config, not a resume
+    shown = '; '.join(differences[:4]) + (' ...' if len(differences) > 4 else '')
+    raise UserError(f'{workdir} holds a run with another config ({shown}): omit --experiment to '
+                    'use the run\'s own config.json, or give the experiment and overrides it '
+                    'was trained with')
+  if not workdir_lib.saved_steps(workdir):
     raise UserError(f'no checkpoint in {workdir}: train first, or point --workdir at a run')
-  step = step if step is not None else available[-1]
+
+
+BEST_STEP = 'best'      # --step=best: the step train.keep_best kept
+
+
+def resolve_step(config, workdir: str, step):
+  """(step, how it was chosen): `step` unchanged unless it is BEST_STEP, which becomes the saved
+  step with the best metric that train.keep_best recorded (checkpoint.Checkpointer.best_step).
+
+  The metric is the config's train.keep_best, else the one the run recorded (its config.json).
+  The second value is the eval JSON's `checkpoint_choice` ('latest', 'step' or 'best') and,
+  for 'best', `best_metric`, `best_mode` ('min': lower is better) and `best_metric_value`.
+  """
+  if step != BEST_STEP:
+    return step, {'checkpoint_choice': 'latest' if step is None else 'step'}
+  metric = (config.train.get('keep_best', '')
+            or workdir_lib.load_config(workdir).get('train', {}).get('keep_best', ''))
+  if not metric:
+    raise UserError(f'--step=best needs the metric the run kept its best checkpoint by, but '
+                    f'{workdir} was trained without train.keep_best: give --step=N, or train with '
+                    '--experiment.train.keep_best=<metric>, e.g. bleu_tok_lc or loss')
+  mode = validation.BEST_MODES.get(metric)
+  if mode is None:
+    raise UserError(f'train.keep_best={metric!r} is not a known metric: set '
+                    f'--experiment.train.keep_best to one of {", ".join(validation.BEST_MODES)}')
+  with checkpoint.Checkpointer(workdir, read_only=True) as ckpt:
+    best = ckpt.best_step(metric, mode)
+  if best is None:
+    raise UserError(f'no checkpoint in {workdir} recorded a validation {metric} (train.keep_best '
+                    f'records it at steps that are evaluated and saved): give --step=N instead')
+  logging.info('--step=best: step %d has the best validation %s (%g; %s is better)', best[0],
+               metric, best[1], 'lower' if mode == 'min' else 'higher')
+  return best[0], {'checkpoint_choice': 'best', 'best_metric': metric, 'best_mode': mode,
+                   'best_metric_value': best[1]}
+
+
+def restore_params(config, workdir: str, parts, step: Optional[int]):
+  """Params of checkpoint `step`, averaged over the last `eval.average_last` readable steps.
+
+  Without `step`, the newest readable steps are used: damaged ones are skipped with a warning
+  naming them and left in place (these modes only read). A damaged explicit `step` is a
+  UserError that suggests another one. Returns (params, the newest step used, steps averaged).
+  `step` may be BEST_STEP (see resolve_step). The caller has checked the run (check_run).
+  """
+  step = resolve_step(config, workdir, step)[0]
   # Shapes are all a restore needs: no random initialisation just to be overwritten.
   template = jax.eval_shape(lambda: components.init_state(parts, config.train.seed))
-  k = max(1, config.eval.average_last)
-  chosen = [s for s in available if s <= step][-k:]
+  with checkpoint.Checkpointer(workdir, read_only=True) as ckpt:
+    params, chosen = averaging.average_newest(ckpt, template.params,
+                                              max(1, config.eval.average_last), step)
   if len(chosen) > 1:
-    logging.info('averaging the params of checkpoints %s', chosen)
-    params = checkpoint.average_params(ckpt, chosen, template.params)
-  else:
-    params = ckpt.restore(template, step)[0].params
-  ckpt.close()
-  return params, step, chosen
+    logging.info('averaged the params of checkpoints %s', chosen)
+  return params, chosen[-1], chosen
 
 
-def evaluate(config, workdir: str, step: Optional[int] = None):
-  """Metrics of a (possibly averaged) checkpoint on `eval.split`, written under <workdir>/eval/."""
+def evaluate(config, workdir: str, step=None):
+  """Metrics of a (possibly averaged) checkpoint on `eval.split`, written under <workdir>/eval/.
+
+  `step`: a saved step, None for the newest, or BEST_STEP ('best', see resolve_step). Files:
+  <stem>.json, and for a decoding model <stem>.{hyp.txt,ref.txt,by_length.md,by_length.png},
+  where stem is `<split>_step<N>_avg<K>[_<decoding>][_partial<scored>of<total>]`, e.g.
+  `validation_step4_avg1_greedy_partial10of1014` when eval.max_batches stops early.
+
+  The JSON is strict (no NaN/Infinity: a non-finite number is null, with `<key>_null_reason`
+  beside it). Keys, named as in metrics.jsonl, TensorBoard and the console:
+    loss, nll, perplexity, accuracy   teacher-forced, per target token (loss with label smoothing)
+    sacrebleu, sacrebleu_signature    cased sacreBLEU of detokenized text, and its signature
+    bleu_tok_lc, bleu_tok_lc_signature  lowercased Moses-tokenized BLEU (bleu.bleu_tok_lc_scored)
+    exact_match                       share of hypotheses equal to their reference
+    sentences_scored, sentences_in_split, partial   coverage of the split (eval.max_batches)
+    num_truncated                     examples cut to the model's max_input_len
+    split, step, checkpoints, checkpoints_averaged  the steps whose params were averaged
+    checkpoint_choice                 'latest', 'step' or 'best' (then best_metric, best_mode,
+                                      best_metric_value: the validation value it was kept by)
+    decoding                          method, max_extra_len, and beam_size/alpha (beam) or
+                                      temperature/top_k/top_p/seed (sample)
+    num_params, bleu_by_source_length (rows: bucket, count, bleu_tok_lc, sacrebleu)
+  Returns the record as written.
+  """
+  check_run(config, workdir)
+  step, choice = resolve_step(config, workdir, step)
+  attention_stats.requested(config)      # a family it cannot measure fails before any work
   parts = components.build(config, workdir)
   params, step, chosen = restore_params(config, workdir, parts, step)
   evaluator = evaluation.Evaluator(config, workdir, parts)
   metrics = evaluator.evaluate(parts.runner.put_state(params), step, with_bleu=True)
+  metrics.update(attention_stats.eval_metrics(config, parts, params, evaluator.batches()))
   metrics['checkpoints'] = chosen
+  metrics['num_params'] = summary.count_params(params)
+  metrics.update(_provenance(config, evaluator, chosen, choice, parts.family.decodes))
   out_dir = os.path.join(workdir, 'eval')
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, f'{evaluator.split}_step{step}_avg{len(chosen)}')
   if parts.family.decodes:
     stem += '_' + decode_tag(config.decode)
+  if metrics['partial']:
+    stem += f"_partial{metrics['sentences_scored']}of{metrics['sentences_in_split']}"
+  if parts.family.decodes:
     metrics['bleu_by_source_length'] = _write_hypotheses(evaluator, config, stem)
+  record = metrics_writer.strict_json_tree(metrics)
   with open(stem + '.json', 'w') as f:
-    json.dump(metrics, f, indent=2)
+    json.dump(record, f, indent=2, allow_nan=False)    # a NaN that slipped through fails here
   logging.info('wrote %s.*', stem)
-  return metrics
+  return record
+
+
+def _provenance(config, evaluator, chosen: List[int], choice: dict, decoded: bool) -> dict:
+  """What an eval JSON's numbers are of: split, checkpoints, coverage, decoding, signatures."""
+  scored, total = evaluator.coverage()
+  out = {'split': evaluator.split, 'step': chosen[-1], **choice,
+         'checkpoints_averaged': len(chosen), 'partial': scored < total}
+  if decoded:
+    out['decoding'] = decoding_settings(config.decode)
+    out.update({f'{name}_signature': text for name, text in evaluator.last_signatures.items()})
+  return out
+
+
+def decoding_settings(decode_config) -> dict:
+  """The search settings that shaped the hypotheses: the method's own and max_extra_len."""
+  settings = dataclasses.asdict(predict.SearchSettings.from_config(decode_config))
+  own = {'greedy': (), 'beam': ('beam_size', 'alpha'),
+         'sample': ('temperature', 'top_k', 'top_p', 'seed')}[settings['method']]
+  return {key: settings[key] for key in ('method', *own, 'max_extra_len')}
 
 
 def decode_tag(decode_config) -> str:
@@ -76,54 +184,84 @@ def decode_tag(decode_config) -> str:
 
 
 def _write_hypotheses(evaluator, config, stem: str):
-  """<stem>.{hyp.txt,by_length.md,by_length.png}; returns the BLEU-by-length rows."""
-  with open(stem + '.hyp.txt', 'w', encoding='utf-8') as f:
-    f.writelines(h + '\n' for h in evaluator.last_hypotheses)
+  """<stem>.{hyp.txt,ref.txt,by_length.md,by_length.png}; returns the BLEU-by-length rows."""
   count = len(evaluator.last_hypotheses)     # eval.max_batches may stop early
+  for suffix, lines in (('hyp', evaluator.last_hypotheses),
+                        ('ref', evaluator.eval_data.references[:count])):
+    with open(f'{stem}.{suffix}.txt', 'w', encoding='utf-8') as f:   # aligned, for paired tests
+      f.writelines(line + '\n' for line in lines)
   rows = bleu.bleu_by_length(evaluator.eval_data.sources[:count], evaluator.last_hypotheses,
                              evaluator.eval_data.references[:count], lang=evaluator.target_lang)
   with open(stem + '.by_length.md', 'w') as f:
     f.write(bleu.format_table(rows) + '\n')
   bleu.plot_bleu_by_length({config.data.dataset: rows}, stem + '.by_length.png')
   logging.info('BLEU by source length:\n%s', bleu.format_table(rows))
-  return rows
+  empty = {f'{name}_null_reason': 'no sentence in this bucket'
+           for name in ('bleu_tok_lc', 'sacrebleu')}
+  return [row if row['count'] else {**row, **empty} for row in rows]   # their NaN becomes null
 
 
-def _source_batches(tokenizer, lines: List[str], data_config, batch_multiple: int):
-  """(batch, row order) pairs: sources sorted by length, padded to bucket lengths, one row count."""
-  ids = tokenizer.encode(lines)
-  order = np.argsort([len(x) for x in ids], kind='stable')
-  buckets, rows = batching.eval_layout(data_config.bucket_lengths, data_config.max_len,
-                                       max(len(x) for x in ids), data_config.tokens_per_batch,
-                                       batch_multiple)
-  for start in range(0, len(order), rows):
-    chosen = order[start:start + rows]
-    length = buckets[batching.bucket_ids(max(len(ids[i]) for i in chosen), buckets)]
-    sources = [np.asarray(ids[i]) for i in chosen]
-    yield batching.pad_batch(sources, sources, rows, length), chosen
+# Without a new stdin line for this long (seconds), translate waits no more to fill a group.
+STREAM_WAIT_S = 0.2
+_INPUT_FIX = 'give --input as UTF-8 text (e.g. convert it with iconv -t UTF-8)'
 
 
-def translate(config, workdir: str, step: Optional[int] = None, input_path: str = '-'):
-  """Source sentences (one a line, stdin or a file) -> translations on stdout, in order."""
+def translate(config, workdir: str, step: Optional[int] = None, input_path: str = '-',
+              buffer_lines: int = 16):
+  """Source sentences (one a line, stdin or a file) -> translations on stdout, in order.
+
+  A file (or stdin redirected from one) is read whole and batched by length. A pipe or
+  terminal is translated as it arrives, like fairseq-interactive's --buffer-size: groups of
+  up to `buffer_lines` lines, a group closed early after STREAM_WAIT_S seconds without a new
+  line, each group's translations printed (and flushed) as soon as it is done. Every group
+  is padded to the same rows, so the model compiles once per bucket length, not per group.
+
+  A line longer than a position table (model.max_len tokens, EOS included) is cut to it,
+  with one warning naming the lines; the other lines translate as they would without it.
+  """
   if jax.process_count() > 1:
     raise UserError('--mode=translate runs in one process: drop --multihost')
-  lines = _read_lines(input_path)
-  if not lines:
+  check_run(config, workdir)
+  groups, streamed = _input_groups(input_path, buffer_lines)
+  first = next(groups, None)
+  if first is None:
     return []
   parts = components.build(config, workdir)
+  parts.tokenizer.encode(first)   # input it refuses (text for a copy task) fails before the restore
   params, step, chosen = restore_params(config, workdir, parts, step)
-  logging.info('translating %d sentences with checkpoint(s) %s', len(lines), chosen)
+  logging.info('translating %s with checkpoint(s) %s', f'stdin in groups of up to '
+               f'{buffer_lines} lines' if streamed else f'{len(first)} sentences', chosen)
   evaluator = evaluation.Evaluator(config, workdir, parts)
   params = parts.runner.put_state(params)
-  outputs = [''] * len(lines)
-  for batch, rows in _source_batches(parts.tokenizer, lines, config.data, jax.device_count()):
-    ids = parts.runner.run_replicated(evaluator.predict_fn, params,
-                                      parts.runner.put_batch({'inputs': batch['inputs']}))
-    for row, text in zip(rows, parts.tokenizer.decode_batch(np.asarray(ids))):
-      outputs[row] = text
-  for text in outputs:
-    print(text, flush=True)
+  limit = parts.model_config.max_input_len
+  rows = _stream_rows(config.data, buffer_lines, jax.device_count(), limit) if streamed else None
+  outputs = []
+  for group in itertools.chain([first], groups):
+    texts = predict.translate_texts(parts, params, group, evaluator.predict_fn, config.data,
+                                    rows=rows, first_line=len(outputs) + 1)
+    sys.stdout.write(''.join(text + '\n' for text in texts))
+    sys.stdout.flush()
+    outputs.extend(texts)
   return outputs
+
+
+def _input_groups(input_path: str, buffer_lines: int):
+  """(iterator over groups of input lines, whether they stream from a pipe or terminal)."""
+  stdin = getattr(sys.stdin, 'buffer', sys.stdin)
+  if input_path != '-' or raw_text.is_regular_file(stdin):
+    lines = _read_lines(input_path)
+    return iter([lines] if lines else []), False
+  return raw_text.line_groups(stdin, buffer_lines, STREAM_WAIT_S, '<stdin>', _INPUT_FIX), True
+
+
+def _stream_rows(data_config, buffer_lines: int, batch_multiple: int, limit: Optional[int]):
+  """Rows of every streamed batch: a group's lines (a multiple of the devices), at most the
+  token budget's rows at the longest bucket, so a group never needs more memory than that."""
+  top = batching.eval_layout(data_config.bucket_lengths, data_config.max_len, 1,
+                             data_config.tokens_per_batch, batch_multiple, limit=limit)[0][-1]
+  budget_rows = batching.eval_layout(data_config.bucket_lengths, data_config.max_len, top,
+                                     data_config.tokens_per_batch, batch_multiple, limit=limit)[1]
+  return min(-(-buffer_lines // batch_multiple) * batch_multiple, budget_rows)
 
 
 def sample(config, workdir: str, step: Optional[int] = None, input_path: Optional[str] = None):
@@ -135,6 +273,7 @@ def sample(config, workdir: str, step: Optional[int] = None, input_path: Optiona
   if not family.samples:
     raise UserError(f'--mode=sample needs a language model, not model.family={family.name!r}: '
                     'use --mode=translate, or an LM experiment (experiments/multi30k_lm.py)')
+  check_run(config, workdir)
   lines = (_read_lines(input_path) if input_path is not None
            else [''] * config.decode.get('num_samples', 8))
   parts = components.build(config, workdir)
@@ -147,11 +286,43 @@ def sample(config, workdir: str, step: Optional[int] = None, input_path: Optiona
   return texts
 
 
+def export(config, workdir: str, export_dir: Optional[str] = None, step=None) -> str:
+  """Writes the run's (averaged) params, model config, tokenizer and decode settings to
+  `export_dir` (default <workdir>/export), for `transformer_jax.load_pretrained`.
+
+  The params are those --mode=eval scores: `step` (None for the newest, or BEST_STEP) and the
+  eval.average_last steps before it. A folder that holds anything is refused, never overwritten.
+  Returns the export folder. Its layout: pretrained.py.
+  """
+  if jax.process_count() > 1:
+    raise UserError('--mode=export runs in one process: drop --multihost')
+  export_dir = export_dir or os.path.join(workdir, 'export')
+  pretrained.check_exportable(components.family_of(config))
+  pretrained.check_export_dir(export_dir)
+  check_run(config, workdir)
+  parts = components.build(config, workdir)
+  pretrained.tokenizer_record(parts.tokenizer)       # one it cannot carry fails before the restore
+  params, step, chosen = restore_params(config, workdir, parts, step)
+  pretrained.write(export_dir, parts, params, config,
+                   {'workdir': os.path.abspath(workdir), 'step': step, 'steps_averaged': chosen,
+                    'average_last': config.eval.average_last})
+  logging.info('exported checkpoint(s) %s of %s to %s', chosen, workdir, export_dir)
+  return export_dir
+
+
 def _read_lines(input_path: str) -> List[str]:
+  """The lines of --input (a file, or - for stdin), refusing bytes that are not UTF-8."""
+  fix = _INPUT_FIX
   if input_path == '-':
-    return [line.rstrip('\n') for line in sys.stdin]
+    stdin = getattr(sys.stdin, 'buffer', None)
+    if stdin is None:                          # already text (a test's StringIO)
+      return [line.rstrip('\r\n') for line in sys.stdin]
+    return raw_text.split_lines(stdin.read(), '<stdin>', fix)
   if not os.path.exists(input_path):
     raise UserError(f'--input file {input_path} does not exist: give a file of source sentences '
                     'or - for stdin')
-  with open(input_path, encoding='utf-8') as f:
-    return [line.rstrip('\n') for line in f]
+  if os.path.isdir(input_path):
+    raise UserError(f'--input {input_path} is a folder: give a file of source sentences '
+                    'or - for stdin')
+  with open(input_path, 'rb') as f:
+    return raw_text.split_lines(f.read(), input_path, fix)

@@ -12,6 +12,12 @@ written here as `peak * min(step / warmup, sqrt(warmup / step))` with
 'sgd' (plain, no momentum: word2vec's rule, whose sparse rows Adam's momentum would keep
 moving) or 'adagrad'; weight decay for the last two is `-lr * weight_decay * p` on matrices.
 
+Units. `train.num_steps` counts micro-steps (train_step calls, one batch each). With
+`grad_accum_steps = K` every K micro-steps make one optimizer update, so a run makes
+`num_updates = num_steps // K` updates (num_steps must be a multiple of K). The schedule
+runs over updates: `warmup_steps` counts updates (the paper's "step" is an update, as in
+fairseq's warmup_updates), and 'cosine'/'linear' reach 0 at the last update.
+
 Fields read from `optim_config` (an ml_collections.ConfigDict or any object with
 these attributes): optimizer (absent = 'adam'), schedule, learning_rate, warmup_steps,
 b1, b2, eps, weight_decay, grad_clip_norm, grad_accum_steps.
@@ -56,34 +62,34 @@ def _constant(peak, warmup_steps):
   return schedule
 
 
-def _decaying(peak, warmup_steps, num_steps, decay):
-  """Warmup, then `peak * decay(progress)`, progress going 0 -> 1 from warmup to num_steps."""
+def _decaying(peak, warmup_steps, num_updates, decay):
+  """Warmup, then `peak * decay(progress)`, progress going 0 -> 1 from warmup to num_updates."""
   def schedule(step):
     step = jnp.asarray(step, jnp.float32)
-    span = max(num_steps - warmup_steps, 1)
+    span = max(num_updates - warmup_steps, 1)
     progress = jnp.clip((step - warmup_steps) / span, 0.0, 1.0)
     return peak * _warmup_factor(step, warmup_steps) * decay(progress)
   return schedule
 
 
-def _cosine(peak, warmup_steps, num_steps):
-  return _decaying(peak, warmup_steps, num_steps, lambda p: 0.5 * (1.0 + jnp.cos(jnp.pi * p)))
+def _cosine(peak, warmup_steps, num_updates):
+  return _decaying(peak, warmup_steps, num_updates, lambda p: 0.5 * (1.0 + jnp.cos(jnp.pi * p)))
 
 
-def _linear(peak, warmup_steps, num_steps):
-  return _decaying(peak, warmup_steps, num_steps, lambda p: 1.0 - p)
+def _linear(peak, warmup_steps, num_updates):
+  return _decaying(peak, warmup_steps, num_updates, lambda p: 1.0 - p)
 
 
-def learning_rate_schedule(optim_config, model_dim, num_steps):
+def learning_rate_schedule(optim_config, model_dim, num_updates):
   """The learning rate as a function of the optimizer's update count.
 
   Args:
     optim_config: reads `schedule` ('rsqrt' | 'constant' | 'cosine' | 'linear'),
       `learning_rate` (peak; for 'rsqrt' None/0 means the paper's
-      `model_dim^-0.5 * warmup_steps^-0.5`) and `warmup_steps`.
+      `model_dim^-0.5 * warmup_steps^-0.5`) and `warmup_steps` (in updates).
     model_dim: d_model, only used for the paper's default peak.
-    num_steps: total number of updates; 'cosine' and 'linear' (the word2vec tool's
-      decay) reach 0 there.
+    num_updates: total number of optimizer updates; 'cosine' and 'linear' (the
+      word2vec tool's decay) reach 0 there.
 
   Returns:
     `schedule(step) -> float32 scalar`, usable under jit/pmap. `step` counts
@@ -101,7 +107,7 @@ def learning_rate_schedule(optim_config, model_dim, num_steps):
                     f'{warmup_steps}: set --experiment.optim.warmup_steps=4000')
   peak = _peak_learning_rate(optim_config, model_dim)
   if name in ('cosine', 'linear'):
-    return _SCHEDULES[name](peak, warmup_steps, num_steps)
+    return _SCHEDULES[name](peak, warmup_steps, num_updates)
   return _SCHEDULES[name](peak, warmup_steps)
 
 
@@ -158,7 +164,8 @@ def make_optimizer(optim_config, model_dim, num_steps):
     optim_config: see the module docstring; `b1, b2, eps` are 0.9, 0.98, 1e-9 in
       the paper, `grad_clip_norm <= 0` and `grad_accum_steps <= 1` switch those off.
     model_dim: d_model (for the paper's default peak learning rate).
-    num_steps: number of optimizer updates (for 'cosine' and 'linear').
+    num_steps: `train.num_steps`, in micro-steps (train_step calls); a multiple of
+      `grad_accum_steps`. The schedule runs over `num_steps // grad_accum_steps` updates.
 
   Returns:
     (tx, learning_rate_fn): the optax transformation, and the learning rate as a
@@ -166,7 +173,16 @@ def make_optimizer(optim_config, model_dim, num_steps):
     rate of the update that micro-step `step` contributes to, i.e. the paper's
     formula at step_num = update index + 1.
   """
-  paper_schedule = learning_rate_schedule(optim_config, model_dim, num_steps)
+  accum_steps = int(optim_config.grad_accum_steps or 1)
+  if accum_steps < 1:
+    raise UserError(f'optim.grad_accum_steps={accum_steps} must be >= 1: '
+                    'set it to 1 to switch accumulation off')
+  if num_steps % accum_steps:
+    raise UserError(f'train.num_steps={num_steps} is not a multiple of optim.grad_accum_steps='
+                    f'{accum_steps}, so the last {num_steps % accum_steps} micro-steps would make '
+                    f'no update: set --experiment.train.num_steps to a multiple, e.g. '
+                    f'{-(-num_steps // accum_steps) * accum_steps}')
+  paper_schedule = learning_rate_schedule(optim_config, model_dim, num_steps // accum_steps)
   # optax counts updates from 0; the paper's step_num starts at 1, so the first update
   # already gets the (small, non-zero) warmup rate of step 1.
   schedule = lambda count: paper_schedule(jnp.asarray(count) + 1)
@@ -175,10 +191,6 @@ def make_optimizer(optim_config, model_dim, num_steps):
     parts.append(optax.clip_by_global_norm(optim_config.grad_clip_norm))
   parts.append(_update_rule(optim_config, schedule))
   tx = optax.chain(*parts)
-  accum_steps = int(optim_config.grad_accum_steps or 1)
-  if accum_steps < 1:
-    raise UserError(f'optim.grad_accum_steps={accum_steps} must be >= 1: '
-                    'set it to 1 to switch accumulation off')
   if accum_steps == 1:
     return tx, schedule
   tx = optax.MultiSteps(tx, every_k_schedule=accum_steps).gradient_transformation()

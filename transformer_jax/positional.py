@@ -8,6 +8,12 @@ whose positions restart at every segment, and one-token cached decoding work ali
   multiplicative  a trained [max_len, d] table (initialised to ones) multiplied element-wise
   rotary          RoPE (Su et al., 2021): q and k rotated inside attention; nothing added here
   none            no position information at all
+
+The three table kinds cover positions 0 .. max_len - 1 only: outside the table `jnp.take`
+returns NaN under jit, which attention then spreads to every position of the row. So they
+refuse, at trace time, a sequence longer than max_len (the largest position of a row is
+below its static length; a cached decoder is checked when its cache is created, and the
+searches never step past the cache). Rotary and none read no table and take any length.
 """
 from typing import Optional
 
@@ -60,6 +66,15 @@ def apply_rotary(x: jnp.ndarray, positions: jnp.ndarray, max_wavelength: float =
   return rotated.astype(x.dtype)
 
 
+def _rows(table: jnp.ndarray, positions: jnp.ndarray, dtype) -> jnp.ndarray:
+  """Rows `positions` [batch, length] of `table` [max_len, d]; ValueError if length > max_len."""
+  length, max_len = positions.shape[-1], table.shape[0]
+  if length > max_len:
+    raise ValueError(f'sequence length {length} exceeds max_len={max_len} of the positional '
+                     'table: raise TransformerConfig.max_len or shorten the input')
+  return jnp.take(table, positions, axis=0).astype(dtype)
+
+
 class SinusoidalPositions(nn.Module):
   """Adds the fixed sinusoidal table (no parameters)."""
   max_len: int
@@ -67,13 +82,13 @@ class SinusoidalPositions(nn.Module):
 
   def __call__(self, x: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
     table = jnp.asarray(sinusoidal_table(self.max_len, x.shape[-1], self.max_wavelength))
-    return x + jnp.take(table, positions, axis=0).astype(x.dtype)
+    return x + _rows(table, positions, x.dtype)
 
 
 def _table_rows(module: nn.Module, init, x: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
   """Rows `positions` of the module's trained [max_len, features] table, in x's dtype."""
   table = module.param('table', init, (module.max_len, x.shape[-1]), module.param_dtype)
-  return jnp.take(table, positions, axis=0).astype(x.dtype)
+  return _rows(table, positions, x.dtype)
 
 
 class LearnedPositions(nn.Module):

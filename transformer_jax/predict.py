@@ -9,16 +9,24 @@ RNN seq2seq models. Such a model has
   updates a 'cache' collection one target position per call; the first call (with a
   [n, max_decode_len] placeholder) only creates the cache.
 `predict_step` is pure, so parallel.py can pmap or jit it like the train step.
+`translate_texts` is the host side that --mode=translate and `load_pretrained(...).translate`
+share: lines -> length-sorted, bucket-padded batches (`source_batches`) -> text in order.
 """
 import dataclasses
-from typing import Any, Tuple
+import re
+from typing import Any, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from absl import logging
 
+from transformer_jax.config import DECODE_METHODS
 from transformer_jax import decode
+from transformer_jax.data import batching
+from transformer_jax.errors import UserError
 
-METHODS = ('greedy', 'beam', 'sample')
+METHODS = DECODE_METHODS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,3 +109,63 @@ def predict_step(params: Any, batch: dict, *, model: Any, settings: SearchSettin
   rng = jax.random.fold_in(jax.random.PRNGKey(settings.seed), jnp.sum(inputs))
   return decode.sample_search(cache, fn, rng, temperature=settings.temperature,
                               top_k=settings.top_k, top_p=settings.top_p, **common)
+
+
+def source_batches(tokenizer, lines: List[str], data_config, batch_multiple: int,
+                   limit: Optional[int] = None, rows: Optional[int] = None,
+                   first_line: int = 1):
+  """(batch, row order) pairs: sources sorted by length, padded to bucket lengths, one row count.
+
+  Lines longer than `limit` tokens (the model's max_input_len) are cut to it, with one warning.
+  `rows` fixes the row count (streamed groups: one shape per bucket, whatever the group
+  holds); by default it is the token budget's at the longest line's bucket. `first_line` is
+  the number of lines[0] in the whole input, for the messages that name lines.
+  `data_config` needs bucket_lengths, max_len and tokens_per_batch (the run's `data` section).
+  """
+  ids, cut = batching.cut_to_length(_encode(tokenizer, lines, first_line), limit)
+  if cut:
+    logging.warning(batching.describe_cut_lines([i + first_line - 1 for i in cut], limit))
+  order = np.argsort([len(x) for x in ids], kind='stable')
+  buckets, budget_rows = batching.eval_layout(data_config.bucket_lengths, data_config.max_len,
+                                              max(len(x) for x in ids),
+                                              data_config.tokens_per_batch, batch_multiple,
+                                              limit=limit)
+  rows = rows or budget_rows
+  for start in range(0, len(order), rows):
+    chosen = order[start:start + rows]
+    length = buckets[batching.bucket_ids(max(len(ids[i]) for i in chosen), buckets)]
+    sources = [np.asarray(ids[i]) for i in chosen]
+    yield batching.pad_batch(sources, sources, rows, length), chosen
+
+
+def _encode(tokenizer, lines: List[str], first_line: int):
+  """tokenizer.encode(lines), its 'line N' in errors counted from `first_line`."""
+  try:
+    return tokenizer.encode(lines)
+  except UserError as e:
+    renumber = lambda m: f'line {int(m.group(1)) + first_line - 1}'
+    raise UserError(re.sub(r'^line (\d+)', renumber, str(e))) from None
+
+
+def translate_texts(parts, params, lines: List[str], predict_fn, data_config, *,
+                    rows: Optional[int] = None, first_line: int = 1) -> List[str]:
+  """The translation of each line, in the lines' order (host side, through `parts.runner`).
+
+  Args:
+    parts: components.Components of an encoder-decoder (tokenizer, model_config, runner).
+    params: parameters put on the devices by `parts.runner.put_state`.
+    lines: source sentences (at least one).
+    predict_fn: `predict_step` with model, settings and eos_id bound; the same object at
+      every call, so the runner compiles it once per shape.
+    data_config: the run's `data` section (see `source_batches`).
+    rows, first_line: as in `source_batches`.
+  """
+  texts = [''] * len(lines)
+  for batch, order in source_batches(parts.tokenizer, lines, data_config, jax.device_count(),
+                                     parts.model_config.max_input_len, rows=rows,
+                                     first_line=first_line):
+    ids = parts.runner.run_replicated(predict_fn, params,
+                                      parts.runner.put_batch({'inputs': batch['inputs']}))
+    for row, text in zip(order, parts.tokenizer.decode_batch(np.asarray(ids))):
+      texts[row] = text
+  return texts

@@ -1,6 +1,9 @@
 """The training loop: train_and_evaluate(config, workdir). It only sequences the work;
 steps, data, checkpoints, evaluation and logging live in their own modules.
 """
+import contextlib
+import math
+import os
 import signal
 from typing import Dict
 
@@ -12,8 +15,11 @@ from transformer_jax import components
 from transformer_jax import data
 from transformer_jax import evaluation
 from transformer_jax import metrics_writer
+from transformer_jax import profiling
+from transformer_jax import validation
 from transformer_jax import word_vectors
 from transformer_jax import workdir as workdir_lib
+from transformer_jax.errors import UserError
 
 
 class StopSignal:
@@ -50,9 +56,37 @@ def _restore_or_init(parts, ckpt, train_iter, seed):
 
 
 def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
-  """Trains `config` in `workdir` (resuming if it holds a run); returns the last eval metrics."""
+  """Trains `config` in `workdir` (resuming if it holds a run); returns the last eval metrics.
+
+  Every check that needs no data runs before the first write; the workdir is then locked
+  against a second training, and a set-up that still fails (on what only the data shows)
+  takes back what it wrote.
+  """
   workdir_lib.check_config(workdir, config)      # read-only: nothing written before the checks
   components.preflight(config, workdir)
+  resumes_at = max(workdir_lib.saved_steps(workdir), default=0)
+  _check_not_past(config, workdir, resumes_at)
+  profiling.window(config.train.get('profile_steps', ''), start_step=resumes_at,
+                   num_steps=config.train.num_steps)
+  if jax.process_index() != 0:        # process 0 alone locks and tidies the shared workdir
+    return _train(config, workdir, _set_up(config, workdir))
+  before = workdir_lib.top_level_entries(workdir)
+  with workdir_lib.training_lock(workdir):
+    with workdir_lib.removed_on_setup_failure(workdir, before):
+      run = _set_up(config, workdir)
+    return _train(config, workdir, run)
+
+
+def _check_not_past(config, workdir: str, step: int) -> None:
+  """Refuses to 'resume' a run that is already past train.num_steps (it would do nothing)."""
+  if step > config.train.num_steps:
+    raise UserError(f'train.num_steps={config.train.num_steps} is below step {step} that '
+                    f'{workdir} has reached: set --experiment.train.num_steps above {step} to '
+                    'train on, or use --mode=eval')
+
+
+def _set_up(config, workdir: str):
+  """Tokenizer, data, evaluator and the restored (or fresh) state: everything before step 1."""
   parts = components.build(config, workdir)
   train_iter = data.make_train_iterator(
       config.data, parts.tokenizer, workdir=workdir, batch_multiple=jax.device_count(),
@@ -60,18 +94,44 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   if jax.process_index() == 0:
     workdir_lib.record_config(workdir, config)
   evaluator = evaluation.Evaluator(config, workdir, parts)
-  ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.train.keep_checkpoints)
+  ckpt = _open_checkpointer(config, workdir)
   host_state, start = _restore_or_init(parts, ckpt, train_iter, config.train.seed)
+  _check_not_past(config, workdir, start)
   if start == 0 and config.train.get('init_embeddings'):
     host_state = word_vectors.init_embeddings(host_state, parts.tokenizer,
                                               config.train.init_embeddings, parts.model_config)
+  return parts, train_iter, evaluator, ckpt, host_state, start
+
+
+def _open_checkpointer(config, workdir: str) -> checkpoint.Checkpointer:
+  """The newest train.keep_checkpoints steps, plus the best by train.keep_best if it is set."""
+  cfg, metric = config.train, config.train.get('keep_best', '')
+  if not metric:
+    return checkpoint.Checkpointer(workdir, max_to_keep=cfg.keep_checkpoints)
+  both = math.lcm(cfg.eval_every_steps, cfg.checkpoint_every_steps)
+  if both > cfg.num_steps and jax.process_index() == 0:
+    logging.warning('train.keep_best=%r: only a checkpoint saved at an evaluation step carries '
+                    'the metric, and before the last step none is (eval_every_steps=%d, '
+                    'checkpoint_every_steps=%d, first common step %d): make '
+                    'checkpoint_every_steps a multiple of eval_every_steps', metric,
+                    cfg.eval_every_steps, cfg.checkpoint_every_steps, both)
+  mode = validation.BEST_MODES[metric]
+  logging.info('keeping the last %d checkpoints and the best by validation %s (%s is better)',
+               cfg.keep_checkpoints, metric, 'lower' if mode == 'min' else 'higher')
+  return checkpoint.Checkpointer(workdir, max_to_keep=cfg.keep_checkpoints, best_metric=metric,
+                                 best_mode=mode)
+
+
+def _train(config, workdir: str, run) -> Dict[str, float]:
+  """The loop: steps, logging, evaluation and checkpoints until train.num_steps or a stop signal."""
+  parts, train_iter, evaluator, ckpt, host_state, start = run
   state = parts.runner.put_state(host_state)
   del host_state
   cfg = config.train
   writer = metrics_writer.MetricsWriter(workdir, num_steps=cfg.num_steps, start_step=start)
   logging.info('training %s from step %d to %d on %d devices',
                config.data.dataset, start, cfg.num_steps, jax.device_count())
-  pending, last_saved, eval_metrics = [], ckpt.latest_step(), {}
+  pending, last_saved, eval_metrics, evaluated_at = [], ckpt.latest_step(), {}, None
 
   def flush(step):
     nonlocal pending
@@ -81,11 +141,20 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
       writer.train_progress(step, metrics)
       pending = []
 
-  with StopSignal() as stop:
+  tracer = profiling.StepTracer(
+      profiling.window(cfg.get('profile_steps', ''), start_step=start, num_steps=cfg.num_steps),
+      os.path.join(workdir, metrics_writer.TENSORBOARD_DIR), start_step=start,
+      active=jax.process_index() == 0)
+  # However the loop ends (a NaN stop, a failed save), the checkpointer waits for the async save
+  # in flight, so the step that an error message says is kept is on disk, not a tmp dir; an
+  # open trace is written too.
+  with ckpt, contextlib.closing(writer), StopSignal() as stop, tracer:
     step, last = start, start >= cfg.num_steps
     while not last:
+      tracer.before(step)
       batch = parts.runner.put_batch(next(train_iter))
       state, metrics = parts.runner.train_step(state, batch)
+      tracer.after(step + 1, state)
       pending.append(metrics)
       if len(pending) > 1:
         # Async dispatch would let this loop queue up to log_every_steps steps ahead of the
@@ -102,12 +171,14 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
       # A stop signal saves at once (preemption leaves seconds); the end of training evaluates.
       if step % cfg.eval_every_steps == 0 or (last and not stop.requested):
         flush(step)
-        eval_metrics = evaluator.evaluate(state.params, step, writer)
+        eval_metrics, evaluated_at = evaluator.evaluate(state.params, step, writer), step
       if step % cfg.checkpoint_every_steps == 0 or last:
-        flush(step)       # never checkpoint a state whose loss went NaN
+        flush(step)       # never checkpoint a state whose loss went NaN ...
+        metrics_writer.check_finite_params(   # ... or whose params did (this process's copy)
+            step, parts.runner.get_state(state.params), last_saved)
+        # Only an evaluation of this very state ranks it for train.keep_best (checkpoint.py).
         ckpt.save(step, parts.runner.get_state(state), train_iter.get_state(),
-                  meta={'vocab_size': parts.model_config.vocab_size})
+                  meta={'vocab_size': parts.model_config.vocab_size},
+                  metrics=eval_metrics if evaluated_at == step else None)
         last_saved = step
-  ckpt.close()
-  writer.close()
   return eval_metrics

@@ -13,6 +13,7 @@ from transformer_jax.data.pipeline import get_tokenizer
 from transformer_jax.data.pipeline import load_examples
 from transformer_jax.data.pipeline import make_eval_batches
 from transformer_jax.data.pipeline import make_train_iterator
+from transformer_jax.data.pipeline import planned_vocab_size
 from transformer_jax.data.pipeline import TrainIterator
 from transformer_jax.data.tokenizer import get_or_train_tokenizer
 from transformer_jax.data.tokenizer import IdentityTokenizer

@@ -9,6 +9,10 @@ count) and is padded to the bucket length, so XLA compiles once per bucket.
 Packing instead places several examples in each row of a fixed length, with segment
 ids 1, 2, 3, ... (0 = padding) and positions restarting at 0 in each segment.
 
+Sets that are never trimmed (evaluation, translation) keep examples longer than the data's
+max_len, but a model with a table of positions reads at most its own max_len tokens: such
+examples are cut to it (`cut_to_length`) and no bucket is made longer (`eval_layout`).
+
 Examples are 1-D int32 arrays ending in EOS; everything here is planned from lengths
 and index arrays first (cheap, deterministic) and materialised one batch at a time.
 """
@@ -60,17 +64,58 @@ def example_lengths(inputs, targets):
                     np.fromiter(map(len, targets), np.int64, len(targets)))
 
 
-def eval_layout(bucket_lengths, max_len, longest, tokens_per_batch, batch_multiple):
+def cut_to_length(sequences, limit):
+  """Sequences longer than `limit` cut to their first limit - 1 tokens and their last one
+  (EOS), so a cut sequence still ends like a whole one.
+
+  Args:
+    sequences: list of 1-D int arrays or lists, each ending in EOS.
+    limit: most tokens a sequence may keep (>= 1), or None for no limit.
+
+  Returns:
+    (list of the sequences, cut ones replaced by int32 arrays, sorted indices of the cut ones).
+  """
+  if limit is None:
+    return list(sequences), []
+  cut = [i for i, seq in enumerate(sequences) if len(seq) > limit]
+  sequences = list(sequences)
+  for i in cut:
+    seq = np.asarray(sequences[i], np.int32)
+    sequences[i] = np.append(seq[:limit - 1], seq[-1])
+  return sequences, cut
+
+
+def describe_cut_lines(cut, limit, shown=5):
+  """One line for a warning: how many input lines (`cut`: indices from `cut_to_length`)
+  were cut to `limit` tokens, and the first `shown` of their line numbers (from 1)."""
+  numbers = ', '.join(str(i + 1) for i in cut[:shown]) + (', ...' if len(cut) > shown else '')
+  return (f'{len(cut)} input line(s) had more than the model\'s max_len={limit} tokens (EOS '
+          f'included) and were cut to it: line(s) {numbers}; the other lines are unaffected')
+
+
+def eval_layout(bucket_lengths, max_len, longest, tokens_per_batch, batch_multiple, limit=None):
   """(buckets, rows) for a set that is never trimmed (evaluation, translation).
 
-  The bucket ladder gains one length (a multiple of 8) when `longest` exceeds max_len;
-  every batch gets the row count of the token budget at the longest bucket needed, so
-  there is one shape per bucket.
+  The bucket ladder gains one length (a multiple of 8, at most `limit`) when `longest`
+  exceeds max_len; every batch gets the row count of the token budget at the longest
+  bucket needed, so there is one shape per bucket. Since nothing may be dropped, a budget
+  too small for one row per device of that bucket still gets one (never an error here).
+
+  Args:
+    bucket_lengths: the data config's bucket lengths (() = the default ladder).
+    max_len: the data config's max_len (the ladder's top).
+    longest: longest sequence of the set, already cut to `limit`.
+    tokens_per_batch: token budget of a batch.
+    batch_multiple: global device count; rows are a multiple of it.
+    limit: the model's max_input_len (no bucket exceeds it), or None.
   """
-  buckets = normalize_bucket_lengths(tuple(bucket_lengths), max_len)
+  top = max_len if limit is None else min(max_len, limit)
+  buckets = normalize_bucket_lengths(tuple(bucket_lengths), top)
   if longest > buckets[-1]:
-    buckets += (-(-longest // 8) * 8,)
-  rows = rows_for_length(tokens_per_batch, buckets[bucket_ids(longest, buckets)], batch_multiple)
+    extra = -(-longest // 8) * 8
+    buckets += (extra if limit is None else min(extra, limit),)
+  length = buckets[bucket_ids(longest, buckets)]
+  rows = max(tokens_per_batch // length // batch_multiple, 1) * batch_multiple
   return buckets, rows
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
+from transformer_jax.data import preparation
 from transformer_jax.errors import UserError
 
 TASKS = ('copy', 'reverse')
@@ -119,7 +120,7 @@ class CopyTask(tfds.core.GeneratorBasedBuilder):
 
 def prepare(data_dir, config):
   """Builds (once) and returns the CopyTask builder of `config` under `data_dir`."""
-  builder = CopyTask(data_dir=data_dir, config=config, file_format='array_record')
-  if not builder.is_prepared():
-    builder.download_and_prepare()
-  return builder
+  return preparation.prepare_once(
+      data_dir, f'copy_task_{config.name}',
+      lambda: CopyTask(data_dir=data_dir, config=config, file_format='array_record'),
+      lambda builder: builder.download_and_prepare())

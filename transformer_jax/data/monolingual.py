@@ -44,8 +44,8 @@ def check_available(data_config, workdir):
 
 
 def get_tokenizer(data_config, workdir):
-  """Sentencepiece model of `target_lang`'s train sentences, under `<workdir>/tokenizer/`."""
-  prefix = os.path.join(workdir, 'tokenizer', f'multi30k_mono_{data_config.target_lang}_'
+  """Sentencepiece model of `target_lang`'s train sentences, under pipeline.tokenizer_dir."""
+  prefix = os.path.join(pipeline.tokenizer_dir(data_config, workdir), f'multi30k_mono_{data_config.target_lang}_'
                         f'{data_config.tokenizer_type}{data_config.vocab_size}')
   return tokenizer_lib.get_or_train_tokenizer(
       prefix, vocab_size=data_config.vocab_size, model_type=data_config.tokenizer_type,
@@ -69,9 +69,10 @@ def make_train_iterator(data_config, tokenizer, *, workdir, batch_multiple, proc
 
 
 def make_eval_batches(data_config, tokenizer, split, *, workdir, batch_multiple, process_index=0,
-                      process_count=1, rows_per_batch=None):
+                      process_count=1, rows_per_batch=None, max_input_len=None):
   """pipeline.EvalData of `split`: every sentence once, in order, as `targets` batches."""
   examples = load_examples(data_config, tokenizer, split, workdir=workdir)
   return pipeline.eval_data_of(examples, data_config, split, batch_multiple=batch_multiple,
                                process_index=process_index, process_count=process_count,
-                               rows_per_batch=rows_per_batch, sides=SIDES)
+                               rows_per_batch=rows_per_batch, sides=SIDES,
+                               max_input_len=max_input_len)

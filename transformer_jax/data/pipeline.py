@@ -17,10 +17,13 @@ import os
 
 import numpy as np
 
+from transformer_jax.config import SPLITS
 from transformer_jax.data import batching
 from transformer_jax.data import copy_task
 from transformer_jax.data import multi30k
+from transformer_jax.data import raw_text
 from transformer_jax.data import tokenizer as tokenizer_lib
+from transformer_jax.data import wmt14
 from transformer_jax.data.train_iterator import keep_sides
 from transformer_jax.data.train_iterator import SIDES
 from transformer_jax.data.train_iterator import slice_rows
@@ -37,11 +40,12 @@ OTHER_LAYOUTS = {
     'word2vec_text': 'transformer_jax.data.word_pairs',    # (center, context, negatives)
 }
 DATASETS = COPY_TASKS + ('multi30k', 'wmt14') + tuple(OTHER_LAYOUTS)
-# WMT 2014 en-de as TFDS prepares it (the paper's data); read only where already prepared.
-WMT14_NAME = 'wmt14_translate/de-en'
-# Sentences the WMT tokenizer is trained on (sentencepiece needs no more to learn 37k pieces).
+# WMT 2014 en-de (the paper's data) as TFDS's own builder prepares it: read where a user
+# already has it, else wmt14.py prepares the raw files of data.raw_dir.
+WMT14_NAME = wmt14.TFDS_NAME
+# Pairs the WMT tokenizer is trained on, evenly spaced over the train split (sentencepiece
+# needs no more to learn 37k pieces).
 WMT14_TOKENIZER_PAIRS = 1_000_000
-SPLITS = ('train', 'validation', 'test')
 
 
 @dataclasses.dataclass
@@ -67,6 +71,12 @@ def data_dir(data_config, workdir):
   return os.path.abspath(data_config.data_dir or os.path.join(workdir, 'tfds'))
 
 
+def tokenizer_dir(data_config, workdir):
+  """Where sentencepiece models are kept: `data.tokenizer_dir`, or `<workdir>/tokenizer`. Model
+  file names carry the dataset, languages, type and size, so runs may share one folder."""
+  return os.path.abspath(data_config.get('tokenizer_dir') or os.path.join(workdir, 'tokenizer'))
+
+
 def _check_dataset(data_config):
   if data_config.dataset not in DATASETS:
     raise UserError(f'unknown dataset {data_config.dataset!r}: set --experiment.data.dataset '
@@ -81,15 +91,17 @@ def _other_layout(data_config):
 
 
 def check_available(data_config, workdir):
-  """Raises UserError, before anything is written, if the data named by the config cannot be had."""
+  """Raises UserError, before anything is written, if the data named by the config cannot be had
+  (raw files not yet prepared are read whole and must be well formed)."""
+  raw_text.check_folder(data_dir(data_config, workdir), 'data.data_dir',
+                        'prepared TFDS datasets (or leave it empty for <workdir>/tfds)')
   if _other_layout(data_config):
     return _other_layout(data_config).check_available(data_config, workdir)
   if data_config.dataset == 'multi30k':
-    pair = multi30k.pair_name(data_config.source_lang, data_config.target_lang)
-    if not os.path.isdir(os.path.join(data_dir(data_config, workdir), 'multi30k', pair)):
-      multi30k.check_raw_dir(data_config.raw_dir, (data_config.source_lang, data_config.target_lang))
+    multi30k.check_prepared_or_raw(data_dir(data_config, workdir), data_config.source_lang,
+                                   data_config.target_lang, data_config.raw_dir)
   elif data_config.dataset == 'wmt14':
-    _wmt14_source(data_config, 'validation', workdir)
+    wmt14.check_prepared_or_raw(data_dir(data_config, workdir), data_config.raw_dir)
 
 
 def _copy_config(data_config):
@@ -124,16 +136,13 @@ def read_all(source, chunk: int = 65536) -> list:
 
 
 def _wmt14_source(data_config, split, workdir):
-  """The prepared array_record source of WMT14 de-en (never downloaded or built here)."""
-  import tensorflow_datasets as tfds
+  """The array_record source of WMT14 de-en: TFDS's `wmt14_translate/de-en` where already
+  prepared in data_dir, else the wmt14 builder, prepared (once) from data.raw_dir."""
   folder = data_dir(data_config, workdir)
-  try:
-    return tfds.data_source(WMT14_NAME, data_dir=folder, split=split, download=False)
-  except Exception as e:  # pylint: disable=broad-except  (tfds raises several kinds)
-    raise UserError(
-        f'{WMT14_NAME} is not prepared as array_record in {folder} ({type(e).__name__}): set '
-        '--experiment.data.data_dir to a TFDS folder holding it, prepared on a machine with the '
-        'data by `tfds build wmt14_translate/de-en --file_format=array_record`') from None
+  source = wmt14.tfds_source(folder, split)
+  if source is None:
+    source = wmt14.prepare(folder, data_config.raw_dir).as_data_source(split)
+  return source
 
 
 def text_pair(data_config, split, workdir):
@@ -143,12 +152,23 @@ def text_pair(data_config, split, workdir):
           [r[data_config.target_lang].decode('utf-8') for r in records])
 
 
+def planned_vocab_size(data_config):
+  """The vocabulary size `get_tokenizer` will give, known before anything is built, or None
+  where only the data tells (word2vec's vocabulary is the words seen min_count times)."""
+  if data_config.dataset in COPY_TASKS:
+    return _copy_config(data_config).vocab_size
+  if data_config.dataset == 'word2vec_text':
+    return None
+  return data_config.vocab_size     # sentencepiece learns exactly this many pieces
+
+
 def get_tokenizer(data_config, workdir):
   """The tokenizer of the experiment.
 
   Multi30k: a joint sentencepiece model trained on source + target of the train
   split, saved as `<workdir>/tokenizer/multi30k_<pair>_<type><vocab>.model` and reused
-  when present. Copy tasks: an IdentityTokenizer over `copy_vocab_size` ids.
+  when present. WMT14: the same, from at most WMT14_TOKENIZER_PAIRS evenly spaced pairs.
+  Copy tasks: an IdentityTokenizer over `copy_vocab_size` ids.
 
   Multi-host: every process may call this at once; the first finished model wins and
   all load it (see tokenizer.train_tokenizer).
@@ -161,12 +181,15 @@ def get_tokenizer(data_config, workdir):
     pair, limit = 'de-en', WMT14_TOKENIZER_PAIRS
   else:
     pair, limit = multi30k.pair_name(data_config.source_lang, data_config.target_lang), None
-  prefix = os.path.join(workdir, 'tokenizer', f'{data_config.dataset}_{pair}_'
+  prefix = os.path.join(tokenizer_dir(data_config, workdir), f'{data_config.dataset}_{pair}_'
                         f'{data_config.tokenizer_type}{data_config.vocab_size}')
 
   def sentences_fn():
     sources, targets = text_pair(data_config, 'train', workdir)
-    return sources[:limit] + targets[:limit]
+    # Every step-th pair: WMT14 from raw files keeps corpus order, so the first `limit`
+    # pairs would all be Europarl.
+    step = -(-len(sources) // limit) if limit else 1
+    return sources[::step] + targets[::step]
 
   return tokenizer_lib.get_or_train_tokenizer(
       prefix, vocab_size=data_config.vocab_size, model_type=data_config.tokenizer_type,
@@ -238,21 +261,25 @@ class EvalData:
     num_examples: real examples; predictions of the gathered global batches,
       concatenated, line up with `references` for the first num_examples rows.
     num_longer_than_max_len: examples kept although longer than max_len.
+    num_truncated: examples cut to the model's max_input_len (their loss and
+      translation are of the cut sequences; `sources` and `references` stay whole).
   """
   batches: list
   sources: list
   references: list
   num_examples: int
   num_longer_than_max_len: int
+  num_truncated: int = 0
 
 
 def make_eval_batches(data_config, tokenizer, split, *, workdir, batch_multiple, process_index=0,
-                      process_count=1, rows_per_batch=None):
+                      process_count=1, rows_per_batch=None, max_input_len=None):
   """Every example of `split` once, in order, in padded batches of one row count.
 
   Each batch is padded to the smallest bucket length holding its longest example, so
   there is at most one shape per bucket. Examples longer than max_len are kept (an
-  eval set is never trimmed) and padded to a multiple of 8.
+  eval set is never trimmed) and padded to a multiple of 8, but cut to the model's
+  `max_input_len` when it has one (counted in `EvalData.num_truncated`).
 
   Args:
     data_config: the experiment's `data` ConfigDict.
@@ -264,6 +291,7 @@ def make_eval_batches(data_config, tokenizer, split, *, workdir, batch_multiple,
     process_count: number of processes.
     rows_per_batch: global rows per batch; default: the token budget at the longest
       bucket the split needs (a multiple of batch_multiple).
+    max_input_len: the model's `max_input_len` (None = any length).
 
   Returns:
     EvalData.
@@ -271,23 +299,26 @@ def make_eval_batches(data_config, tokenizer, split, *, workdir, batch_multiple,
   if _other_layout(data_config):
     return _other_layout(data_config).make_eval_batches(
         data_config, tokenizer, split, workdir=workdir, batch_multiple=batch_multiple,
-        process_index=process_index, process_count=process_count, rows_per_batch=rows_per_batch)
+        process_index=process_index, process_count=process_count, rows_per_batch=rows_per_batch,
+        max_input_len=max_input_len)
   examples = load_examples(data_config, tokenizer, split, workdir=workdir)
   return eval_data_of(examples, data_config, split, batch_multiple=batch_multiple,
                       process_index=process_index, process_count=process_count,
-                      rows_per_batch=rows_per_batch)
+                      rows_per_batch=rows_per_batch, max_input_len=max_input_len)
 
 
 def eval_data_of(examples, data_config, split, *, batch_multiple, process_index=0,
-                 process_count=1, rows_per_batch=None, sides=SIDES):
+                 process_count=1, rows_per_batch=None, sides=SIDES, max_input_len=None):
   """`make_eval_batches` for `examples` already in memory (any dataset module may call it);
   batches carry the keys of `sides`."""
   if not len(examples):
     raise UserError(f'split {split!r} of {data_config.dataset} is empty: check the data files')
+  longer = batching.example_lengths(examples.inputs, examples.targets) > data_config.max_len
+  examples, num_truncated = cut_examples(examples, max_input_len)
   lengths = batching.example_lengths(examples.inputs, examples.targets)
   buckets, rows = batching.eval_layout(data_config.bucket_lengths, data_config.max_len,
                                        int(lengths.max()), data_config.tokens_per_batch,
-                                       batch_multiple)
+                                       batch_multiple, limit=max_input_len)
   rows = rows_per_batch or rows
   if rows % batch_multiple:
     raise UserError(f'eval rows_per_batch={rows} is not a multiple of batch_multiple='
@@ -300,4 +331,13 @@ def eval_data_of(examples, data_config, split, *, batch_multiple, process_index=
                                rows, length)
     batches.append(keep_sides(slice_rows(batch, process_index, process_count), sides))
   return EvalData(batches, examples.sources, examples.references, len(examples),
-                  int((lengths > data_config.max_len).sum()))
+                  int(longer.sum()), num_truncated)
+
+
+def cut_examples(examples, limit):
+  """(`examples` with both sides cut to `limit` tokens, EOS kept, and the number of examples
+  cut); `limit` None keeps everything whole."""
+  inputs, cut_inputs = batching.cut_to_length(examples.inputs, limit)
+  targets, cut_targets = batching.cut_to_length(examples.targets, limit)
+  return (dataclasses.replace(examples, inputs=inputs, targets=targets),
+          len(set(cut_inputs) | set(cut_targets)))

@@ -82,12 +82,33 @@ class IdentityTokenizer:
     return self._vocab_size
 
   def encode(self, texts):
-    """list[str] of space-separated ids -> list[list[int]], each ending in EOS."""
-    return [[int(t) for t in text.split()] + [EOS_ID] for text in texts]
+    """list[str] of space-separated ids -> list[list[int]], each ending in EOS.
+
+    Raises:
+      UserError naming the first text (as line number) that is not ids in
+      [UNK_ID + 1, vocab_size): the ids a synthetic task draws its tokens from.
+    """
+    encoded = []
+    for number, text in enumerate(texts, start=1):
+      tokens = text.split()
+      if not all(t.isascii() and t.isdigit() and UNK_ID < int(t) < self._vocab_size
+                 for t in tokens):
+        first = UNK_ID + 1
+        example = ' '.join(str(first + k % max(self._vocab_size - first, 1)) for k in (2, 6, 9))
+        raise UserError(f'line {number} ({text[:40]!r}) is not a sequence of token ids: this '
+                        f'copy-task run takes space-separated integer ids from {first} to '
+                        f'{self._vocab_size - 1}, e.g. {example!r}')
+      encoded.append([int(t) for t in tokens] + [EOS_ID])
+    return encoded
 
   def decode(self, ids):
     """One sequence of ids -> space-joined ids before the first EOS, pads dropped."""
     return ' '.join(str(i) for i in _strip(ids))
+
+  def pieces(self, ids):
+    """Each id as text (for plots), with sentencepiece's names for pad and EOS."""
+    names = {PAD_ID: '<pad>', EOS_ID: '</s>'}
+    return [names.get(int(i), str(int(i))) for i in ids]
 
   def decode_batch(self, batch):
     """[batch, length] ids -> list[str]."""

@@ -33,6 +33,7 @@ import numpy as np
 
 from transformer_jax.data import multi30k
 from transformer_jax.data import pipeline
+from transformer_jax.data import raw_text
 from transformer_jax.data import sst2
 from transformer_jax.errors import UserError
 
@@ -148,12 +149,16 @@ def _sst2_path(data_config) -> str:
 
 
 def check_available(data_config, workdir):
+  """Raises UserError, before anything is written, unless every file the text is read from
+  is there and well formed (read whole: the iterator reads them again each run anyway)."""
   del workdir
-  multi30k.check_raw_dir(data_config.raw_dir, ('en',))
+  multi30k.check_raw_files(data_config.raw_dir, ('en', 'de'))   # as _multi30k_english reads
+  raw_text.check_folder(data_config.sst2_dir, 'data.sst2_dir', SST2_FILE)
   if not os.path.isfile(_sst2_path(data_config)):
     raise UserError(f'no SST-2 file {os.path.abspath(_sst2_path(data_config))}: set '
                     '--experiment.data.sst2_dir to the folder holding train.tsv.gz '
                     '(GLUE SST-2, header "text<TAB>label")')
+  read_sst2_sentences(_sst2_path(data_config))
 
 
 def _multi30k_english(data_config, split) -> List[str]:
@@ -334,9 +339,9 @@ def make_train_iterator(data_config, tokenizer, *, workdir, batch_multiple, proc
 
 
 def make_eval_batches(data_config, tokenizer, split, *, workdir, batch_multiple, process_index=0,
-                      process_count=1, rows_per_batch=None):
+                      process_count=1, rows_per_batch=None, max_input_len=None):
   """Rows from Multi30k `split` English, made once with EVAL_SEED; pad rows only at the end."""
-  del workdir
+  del workdir, max_input_len       # word pairs, not sequences: nothing to cut
   sentences = _multi30k_english(data_config, split)
   corpus = Corpus(tokenizer, sentences)
   rng = np.random.default_rng(EVAL_SEED)

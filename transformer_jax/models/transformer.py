@@ -60,7 +60,9 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
   """Target embedding + positions, N decoder layers, output projection (tied or not).
 
-  In decode mode it keeps its own position counter in the 'cache' collection.
+  In decode mode it keeps its own position counter in the 'cache' collection. The call that
+  creates the cache passes its full length through the position module, so a cache longer
+  than a position table is refused there; the searches never step past the cache.
   """
   config: TransformerConfig
   embedder: layers.Embedder

@@ -1,0 +1,41 @@
+"""The claims of the tutorials this project grew from, measured on Multi30k en->de around the
+Transformer-Tiny recipe (pre-LN; see experiments/ablations/budgets.py).
+
+  python launch.py --sweep=experiments/ablations/seed_claims.py:mini --workdir=runs/claims_mini
+  python launch.py --sweep=experiments/ablations/seed_claims.py:mini --workdir=runs/claims_mini \
+      --mode=report
+
+(a) "Without the 1/sqrt(d_k) scaling the softmax saturates and the gradients vanish": the
+    paper's scaling against none (model.attention_scale=1.0) at d_k 16 / 32 / 64 / 128 (4 heads,
+    d_v = d_k). The final evaluation records the attention entropy and the fraction of
+    saturated rows (max weight > 0.99) at initialisation and after training
+    (eval.attention_stats); the report adds the gradient norm at the start and end of training.
+(b) Positional encodings: sinusoidal (baseline), learned, multiplicative, rotary, none.
+(c) One head against several at equal parameter count (h x d_k = 128 throughout).
+Seeds: 3 for the baseline, 2 for the other rows.
+
+Measured: not yet (the mini sweep is resumable; its report goes to docs/ablations/).
+"""
+from experiments.ablations import budgets
+from transformer_jax.sweep import Row
+from transformer_jax.sweep import Sweep
+
+
+def get_sweep(arg=None):
+  scaling = []
+  for d in (16, 32, 64, 128):
+    if d != 32:                                   # d_k 32 scaled is the baseline
+      scaling.append(Row(f'scaled_dk{d}', {'model.head_dim': d}, note=f'd_k={d}, scaled'))
+    scaling.append(Row(f'unscaled_dk{d}', {'model.head_dim': d, 'model.attention_scale': 1.0},
+                       note=f'd_k={d}, no 1/sqrt(d_k)'))
+  positions = [Row(f'pos_{kind}', {'model.positional': kind}, note=f'{kind} positions')
+               for kind in ('learned', 'multiplicative', 'rotary', 'none')]
+  heads = [Row(f'heads{h}_dk{128 // h}', {'model.num_heads': h, 'model.head_dim': 128 // h},
+               note=f'{h} head(s) of d_k {128 // h}') for h in (1, 8)]
+  return Sweep(experiment=budgets.BASE, baseline='base', seeds=(0, 1),
+               common={**budgets.common(arg), 'eval.attention_stats': True},
+               extra_metrics=('attention_entropy', 'attention_saturated',
+                              'init_attention_entropy', 'init_attention_saturated',
+                              'grad_norm_start', 'grad_norm_end'),
+               rows=[Row('base', seeds=(0, 1, 2), note='d_k=32, scaled, sinusoidal, 4 heads'),
+                     *scaling, *positions, *heads])

@@ -1,0 +1,189 @@
+"""Sweeps end to end on the copy-task smoke experiment: checks before running, the report's
+numbers against an independent computation, member selection, resume after a kill and
+parallel members (both bit-identical to one uninterrupted sequential sweep)."""
+import json
+import math
+import os
+import pathlib
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+
+from transformer_jax import workdir as workdir_lib
+from transformer_jax.sweep import report
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+SWEEP = '''
+from transformer_jax.sweep import Row, Sweep
+
+def get_sweep(arg=None):
+  return Sweep(experiment='experiments/copy_task.py:smoke', baseline='base', seeds=(0, 1),
+               common={'train.num_steps': 6, 'train.checkpoint_every_steps': 2,
+                       'train.eval_every_steps': 6, 'train.log_every_steps': 2,
+                       'eval.max_batches': 0},
+               metric='accuracy',
+               rows=[Row('base'), Row('wide', {'model.mlp_dim': 48}, note='d_ff 48')])
+'''
+
+
+def launch(*args, timeout=900):
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  return subprocess.run([sys.executable, 'launch.py', *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def sweep_file(tmp, text=SWEEP):
+  path = tmp / 'sweep.py'
+  path.write_text(text)
+  return str(path)
+
+
+def results(workdir: pathlib.Path):
+  """{member: (eval json without file paths, hypotheses)} of every member's final evaluation."""
+  out = {}
+  for member in sorted(p for p in workdir.iterdir() if (p / 'done.json').exists()):
+    stem = sorted((member / 'eval').glob('validation_step6_*.json'))[0]
+    metrics = json.loads(stem.read_text())
+    out[member.name] = (metrics, (stem.parent / (stem.stem + '.hyp.txt')).read_text())
+  return out
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  """One uninterrupted sequential sweep (4 members), shared by the tests below."""
+  tmp = tmp_path_factory.mktemp('sweep')
+  workdir = tmp / 'sequential'
+  done = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={workdir}')
+  assert done.returncode == 0, done.stderr[-3000:]
+  return tmp, workdir, done.stderr
+
+
+def test_unknown_key_in_a_row_fails_before_anything_runs(tmp_path):
+  bad = SWEEP.replace("{'model.mlp_dim': 48}", "{'model.mlp_dimm': 48}")
+  result = launch(f'--sweep={sweep_file(tmp_path, bad)}', f'--workdir={tmp_path / "run"}')
+  assert result.returncode == 2
+  assert "row 'wide': model.mlp_dimm=48 is not a field" in result.stderr.strip().splitlines()[-1]
+  assert not (tmp_path / 'run').exists()
+  wrong_type = SWEEP.replace("{'model.mlp_dim': 48}", "{'model.mlp_dim': 'wide'}")
+  result = launch(f'--sweep={sweep_file(tmp_path, wrong_type)}', f'--workdir={tmp_path / "run"}')
+  assert result.returncode == 2 and 'has the wrong type' in result.stderr.splitlines()[-1]
+  out_of_range = SWEEP.replace("{'model.mlp_dim': 48}", "{'model.dropout_rate': 1.5}")
+  result = launch(f'--sweep={sweep_file(tmp_path, out_of_range)}', f'--workdir={tmp_path / "run"}')
+  assert result.returncode == 2 and 'model.dropout_rate=1.5 is out of range' in result.stderr
+  assert not (tmp_path / 'run').exists()
+
+
+def test_sweep_runs_every_member_and_reports_mean_and_standard_error(reference):
+  tmp, workdir, _ = reference
+  members = results(workdir)
+  assert sorted(members) == ['base_seed0', 'base_seed1', 'wide_seed0', 'wide_seed1']
+  recorded = json.loads((workdir / 'wide_seed1' / 'member.json').read_text())
+  assert recorded['overrides']['model.mlp_dim'] == 48 and recorded['seed'] == 1
+  rows = {}
+  with open(workdir / 'report.csv') as f:
+    import csv
+    for line in csv.DictReader(f):
+      rows[line['row']] = line
+  assert sorted(rows) == ['base', 'wide']
+  for row in ('base', 'wide'):
+    values = [members[f'{row}_seed{s}'][0]['accuracy'] for s in (0, 1)]
+    assert int(rows[row]['seeds']) == 2
+    assert float(rows[row]['accuracy']) == pytest.approx(statistics.mean(values), rel=1e-9)
+    assert float(rows[row]['accuracy_se']) == pytest.approx(
+        statistics.stdev(values) / math.sqrt(2), rel=1e-9, abs=1e-12)
+  delta = float(rows['wide']['accuracy']) - float(rows['base']['accuracy'])
+  assert float(rows['wide']['accuracy_delta']) == pytest.approx(delta, abs=1e-12)
+  assert (workdir / 'report.md').read_text().count('\n| ') >= 2
+  assert (workdir / 'report.png').stat().st_size > 1000
+  # Running again skips every finished member.
+  again = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={workdir}')
+  assert again.returncode == 0 and '4 done, 0 to run' in again.stderr
+
+
+def test_sweep_list_and_one_member(reference, tmp_path):
+  tmp, workdir, _ = reference
+  listed = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={workdir}', '--sweep_list')
+  lines = listed.stdout.strip().splitlines()
+  assert [line.split('\t')[:3] for line in lines] == [
+      ['0', 'base_seed0', 'done'], ['1', 'base_seed1', 'done'], ['2', 'wide_seed0', 'done'],
+      ['3', 'wide_seed1', 'done']]
+  assert '--experiment.model.mlp_dim=48' in lines[3] and '--experiment.train.seed=1' in lines[3]
+  alone = tmp_path / 'alone'
+  one = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={alone}', '--sweep_member=2')
+  assert one.returncode == 0, one.stderr[-2000:]
+  assert sorted(p.name for p in alone.iterdir() if p.name != 'shared') == ['wide_seed0']
+  assert results(alone)['wide_seed0'] == results(workdir)['wide_seed0']
+  out = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={alone}', '--sweep_member=4')
+  assert out.returncode == 2 and 'members 0 to 3' in out.stderr.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_parallel_members_match_the_sequential_sweep(reference, tmp_path):
+  tmp, workdir, _ = reference
+  parallel = tmp_path / 'parallel'
+  done = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={parallel}', '--sweep_parallel=2')
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert results(parallel) == results(workdir)
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_to_the_same_results(reference, tmp_path):
+  tmp, workdir, _ = reference
+  killed = tmp_path / 'killed'
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  process = subprocess.Popen([sys.executable, 'launch.py', f'--sweep={sweep_file(tmp)}',
+                              f'--workdir={killed}'], cwd=REPO, env=env,
+                             stderr=subprocess.PIPE, text=True)
+  try:
+    for line in process.stderr:            # second member started: wait for its first checkpoint
+      if 'base_seed1: pending -> running' in line:
+        break
+    deadline = time.time() + 300
+    while not (killed / 'base_seed1' / 'checkpoints' / '2').exists() and time.time() < deadline:
+      time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+  finally:
+    process.wait(timeout=60)
+  # The orphaned member gets SIGTERM (PDEATHSIG), saves and stops on its own; until then the
+  # sweep lists it as running.
+  deadline = time.time() + 300
+  while workdir_lib.lock_holder(str(killed / 'base_seed1')) and time.time() < deadline:
+    time.sleep(0.5)
+  assert not workdir_lib.lock_holder(str(killed / 'base_seed1'))
+  assert not (killed / 'base_seed1' / 'done.json').exists()
+  resumed = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={killed}')
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'resumed from checkpoint step' in (killed / 'base_seed1' / 'sweep.log').read_text()
+  assert results(killed) == results(workdir)
+
+
+def test_paired_test_p_values():
+  refs = [f'the cat sat on mat number {i}' for i in range(60)]
+  worse = [f'a dog stood by door {i}' if i % 2 else r for i, r in enumerate(refs)]
+  assert report.paired_test(worse, worse, refs) == pytest.approx(1.0, abs=0.01)
+  assert report.paired_test(worse, refs, refs) < 0.05
+
+
+def test_mean_and_standard_error():
+  assert report.mean_and_error([1.0, 2.0, 4.0]) == pytest.approx(
+      (7 / 3, statistics.stdev([1.0, 2.0, 4.0]) / math.sqrt(3)))
+  assert report.mean_and_error([3.0]) == (3.0, None)
+
+
+@pytest.mark.parametrize('source', ['experiments/ablations/table3.py',
+                                    'experiments/ablations/table3.py:mini',
+                                    'experiments/ablations/seed_claims.py',
+                                    'experiments/ablations/seed_claims.py:mini'])
+def test_shipped_sweeps_load_and_every_member_config_checks(source, monkeypatch):
+  from transformer_jax.sweep import spec
+  monkeypatch.chdir(REPO)
+  sweep = spec.load(source)
+  members = sweep.members()
+  baseline = [m for m in members if m.row.name == sweep.baseline]
+  assert len(baseline) >= 3 and all(len(r.seeds or sweep.seeds) >= 2 for r in sweep.rows)
+  assert len({m.name for m in members}) == len(members)

@@ -1,0 +1,8 @@
+"""Ablation sweeps: a base experiment, named rows of overrides, seeds; runs, resumes and reports.
+
+  spec.py    Sweep and Row (what a sweep file's get_sweep returns), loading and checking one
+  runner.py  members (row x seed) as launch.py processes: sequential, parallel, one by index
+  report.py  mean +- standard error over seeds, delta vs the baseline, paired significance
+"""
+from transformer_jax.sweep.spec import Row
+from transformer_jax.sweep.spec import Sweep

@@ -1,0 +1,68 @@
+"""What `launch.py --sweep=...` does: list, run one member, run all (then report), or report.
+
+  python launch.py --sweep=experiments/ablations/table3.py:mini --workdir=runs/t3_mini
+  python launch.py --sweep=... --workdir=... --sweep_parallel=2      # two members at a time
+  python launch.py --sweep=... --workdir=... --sweep_list            # index, name, status, command
+  python launch.py --sweep=... --workdir=... --sweep_member=3        # member 3 only (job arrays)
+  python launch.py --sweep=... --workdir=... --mode=report [--experiment.eval.split=test]
+"""
+import os
+import sys
+from typing import Optional, Sequence
+
+from absl import logging
+
+from transformer_jax.errors import UserError
+from transformer_jax.sweep import report
+from transformer_jax.sweep import runner
+from transformer_jax.sweep import spec
+
+
+def _split_of(extra: Sequence[str]) -> str:
+  chosen = [a.split('=', 1)[1] for a in extra if a.startswith('--experiment.eval.split=')]
+  return chosen[-1] if chosen else 'validation'
+
+
+def _evaluate_split(plan: runner.Plan, split: str) -> None:
+  """Evaluates every done member on `split` where that evaluation is missing (test on demand)."""
+  for member in plan.sweep.members():
+    folder = plan.member_dir(member)
+    if runner.status(plan, member) != 'done' or report._eval_files(folder, split):   # pylint: disable=protected-access
+      continue
+    logging.info('evaluating %s on %s', member.name, split)
+    command = plan.command(member, 'eval')
+    returncode = runner._run(command, os.path.join(folder, 'sweep.log'), dict(os.environ),  # pylint: disable=protected-access
+                             runner._Stop())  # pylint: disable=protected-access
+    if returncode != 0:
+      raise UserError(f'evaluating {member.name} on {split} failed: see {folder}/sweep.log')
+
+
+def main(source: str, workdir: Optional[str], mode: str, *, parallel: int, list_only: bool,
+         member: Optional[int], extra: Sequence[str], launcher: Sequence[str]) -> None:
+  """Checks the whole sweep first (every row's overrides), then does what the flags ask."""
+  if not workdir:
+    raise UserError('--sweep needs --workdir: the folder that holds the members and the report')
+  if mode not in ('train', 'report'):
+    raise UserError(f'--sweep runs with --mode=train (the default) or --mode=report, not {mode}')
+  sweep = spec.load(source)
+  plan = runner.Plan(sweep, source, os.path.abspath(workdir), tuple(launcher), tuple(extra))
+  if list_only:
+    for line in runner.listing(plan):
+      print(line)
+    return
+  if member is not None:
+    runner.run_one(plan, member, log=_log)
+    return
+  split = _split_of(extra)
+  if mode == 'train':
+    results = runner.run_all(plan, parallel, log=_log)
+    if not any(s == 'done' for s in results.values()):
+      return
+  if split != 'validation':
+    _evaluate_split(plan, split)
+  rows = report.write(plan, split)
+  _log(f'wrote {os.path.join(plan.workdir, "report.md")} ({len(rows)} rows)')
+
+
+def _log(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)

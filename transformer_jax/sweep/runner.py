@@ -1,0 +1,276 @@
+"""Runs a sweep's members as launch.py processes: one after another, N at once, or one by index.
+
+Each member (row x seed) lives in `<sweep workdir>/<row>_seed<k>/`, an ordinary run folder
+with two more files:
+  member.json  the row, seed, overrides and the exact commands (written when it starts);
+  done.json    written only after the member trained to its last step (final checkpoint and
+               evaluation) and `--mode=eval` wrote its averaged validation result;
+  failed.txt   the one-line error of the last failed attempt (removed when it succeeds).
+Running the sweep again skips done members and resumes the others from their own checkpoints,
+so a killed sweep loses at most the steps since each member's last checkpoint. Members share
+the prepared data and tokenizers under `<sweep workdir>/shared/` (the data modules lock their
+preparation, so concurrent members never write the same files at once).
+
+A member's commands are plain launch.py lines (`--sweep_list` prints them), so a cluster's job
+array can run members with no code of ours in between (`--sweep_member=K`).
+"""
+import concurrent.futures
+import dataclasses
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Dict, List, Optional, Sequence
+
+from transformer_jax import workdir as workdir_lib
+from transformer_jax.errors import UserError
+from transformer_jax.sweep import spec
+
+DONE, FAILED, MEMBER = 'done.json', 'failed.txt', 'member.json'
+SHARED = 'shared'
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Where a sweep runs and how its members are launched.
+
+  Attributes:
+    sweep: the loaded sweep.
+    source: the sweep file as given (`path[:variant]`), for messages and records.
+    workdir: the sweep's folder.
+    launcher: the command that starts launch.py, e.g. [sys.executable, '/repo/launch.py'].
+    extra: extra `--experiment.x=y` flags given on the command line, applied to every member.
+  """
+  sweep: spec.Sweep
+  source: str
+  workdir: str
+  launcher: Sequence[str]
+  extra: Sequence[str] = ()
+
+  def member_dir(self, member: spec.Member) -> str:
+    return os.path.join(self.workdir, member.name)
+
+  def command(self, member: spec.Member, mode: str = 'train') -> List[str]:
+    """The exact launch.py command of one member (train, or eval for its final result)."""
+    shared = os.path.join(self.workdir, SHARED)
+    overrides = spec.member_overrides(self.sweep, member)
+    overrides.update({'data.data_dir': os.path.join(shared, 'tfds'),
+                      'data.tokenizer_dir': os.path.join(shared, 'tokenizer')})
+    flags = [f'--experiment.{k}={spec.flag_value(v)}' for k, v in overrides.items()]
+    # A split asked for on the command line is for the final evaluation (the report's), never
+    # for the periodic evaluations during training.
+    extra = [a for a in self.extra if mode == 'eval' or not a.startswith('--experiment.eval.split=')]
+    return [*self.launcher, f'--experiment={self.sweep.experiment}', *flags, *extra,
+            f'--workdir={self.member_dir(member)}', f'--mode={mode}']
+
+
+def status(plan: Plan, member: spec.Member) -> str:
+  """'done', 'running' (another process trains it), 'failed', 'started' (has a checkpoint,
+  not done) or 'pending'."""
+  folder = plan.member_dir(member)
+  if os.path.exists(os.path.join(folder, DONE)):
+    return 'done'
+  if workdir_lib.lock_holder(folder):
+    return 'running'
+  if os.path.exists(os.path.join(folder, FAILED)):
+    return 'failed'
+  if os.path.isdir(os.path.join(folder, 'checkpoints')):
+    return 'started'
+  return 'pending'
+
+
+def listing(plan: Plan) -> List[str]:
+  """One line per member: index, name, status and the exact command."""
+  return [f'{m.index}\t{m.name}\t{status(plan, m)}\t' + ' '.join(_quoted(plan.command(m)))
+          for m in plan.sweep.members()]
+
+
+def _quoted(words: Sequence[str]) -> List[str]:
+  import shlex
+  return [shlex.quote(w) for w in words]
+
+
+def _last_error(log_path: str, returncode: int) -> str:
+  """The `error:` line of a failed process, or its last line."""
+  with open(log_path, encoding='utf-8', errors='replace') as f:
+    lines = [line.rstrip('\n') for line in f if line.strip()]
+  errors = [line for line in lines if line.startswith('error:')]
+  return (errors or lines[-1:] or [f'exit code {returncode}'])[-1]
+
+
+class _Stop:
+  """A SIGTERM/SIGINT to the sweep: forwarded to running members (which save and stop), and
+  no new member starts."""
+
+  def __init__(self):
+    self.requested = False
+    self.processes = set()
+    self.lock = threading.Lock()
+
+  def handle(self, signum, frame):
+    del frame
+    self.requested = True
+    with self.lock:
+      for process in self.processes:
+        process.send_signal(signum)
+
+
+def _stop_with_parent():
+  """In the child: a SIGTERM when the sweep process dies, even by SIGKILL (Linux), so a
+  member saves and stops instead of training on unwatched and holding its workdir's lock."""
+  if sys.platform.startswith('linux'):
+    import ctypes
+    ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+
+
+def _run(command: List[str], log_path: str, env: Dict[str, str], stop: _Stop) -> int:
+  with open(log_path, 'a', encoding='utf-8') as log:
+    log.write(f'\n$ {" ".join(_quoted(command))}\n')
+    log.flush()
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                               stdin=subprocess.DEVNULL, preexec_fn=_stop_with_parent)
+    with stop.lock:
+      stop.processes.add(process)
+    try:
+      return process.wait()
+    finally:
+      with stop.lock:
+        stop.processes.discard(process)
+
+
+def run_member(plan: Plan, member: spec.Member, env: Optional[Dict[str, str]] = None,
+               stop: Optional[_Stop] = None) -> str:
+  """Trains and evaluates one member unless done; returns its status afterwards."""
+  stop = stop or _Stop()
+  folder = plan.member_dir(member)
+  if status(plan, member) in ('done', 'running'):   # running: another sweep process has it
+    return status(plan, member)
+  os.makedirs(folder, exist_ok=True)
+  os.makedirs(os.path.join(plan.workdir, SHARED), exist_ok=True)
+  record = {'sweep': plan.source, 'row': member.row.name, 'seed': member.seed,
+            'overrides': spec.member_overrides(plan.sweep, member),
+            'train': plan.command(member), 'eval': plan.command(member, 'eval')}
+  _write_json(os.path.join(folder, MEMBER), record)
+  env = dict(os.environ if env is None else env)
+  log = os.path.join(folder, 'sweep.log')
+  num_steps = spec.resolved_config(plan.sweep, member).train.num_steps
+  for mode in ('train', 'eval'):
+    returncode = _run(plan.command(member, mode), log, env, stop)
+    if stop.requested:
+      return status(plan, member)
+    if returncode != 0:
+      _write_text(os.path.join(folder, FAILED), _last_error(log, returncode) + '\n')
+      return 'failed'
+    if mode == 'train' and num_steps not in workdir_lib.saved_steps(folder):
+      _write_text(os.path.join(folder, FAILED),
+                  f'error: training stopped before step {num_steps} (see {log})\n')
+      return 'failed'
+  if os.path.exists(os.path.join(folder, FAILED)):
+    os.remove(os.path.join(folder, FAILED))
+  _write_json(os.path.join(folder, DONE), {'finished': time.time(), 'steps': num_steps})
+  return 'done'
+
+
+def _write_json(path: str, value) -> None:
+  _write_text(path, json.dumps(value, indent=2) + '\n')
+
+
+def _write_text(path: str, text: str) -> None:
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)
+
+
+def visible_gpus() -> List[str]:
+  """GPU ids to hand out one per member process (empty on a CPU-only machine)."""
+  given = os.environ.get('CUDA_VISIBLE_DEVICES')
+  if given is not None:
+    return [g for g in given.split(',') if g.strip()]
+  if shutil.which('nvidia-smi') is None:
+    return []
+  result = subprocess.run(['nvidia-smi', '-L'], capture_output=True, text=True, check=False)
+  return [str(i) for i, line in enumerate(result.stdout.splitlines()) if line.startswith('GPU')]
+
+
+def run_all(plan: Plan, parallel: int = 1, log=print) -> Dict[str, str]:
+  """Runs every member that is not done, `parallel` at a time; returns {name: status}.
+
+  With GPUs, each concurrent member gets its own (`CUDA_VISIBLE_DEVICES`), so `parallel`
+  should not exceed their number; on a CPU it simply runs `parallel` processes.
+  """
+  if parallel < 1:
+    raise UserError(f'--sweep_parallel={parallel} must be at least 1')
+  gpus = visible_gpus()
+  if gpus and parallel > len(gpus):
+    raise UserError(f'--sweep_parallel={parallel} but only {len(gpus)} GPUs are visible: give '
+                    f'--sweep_parallel={len(gpus)} or fewer')
+  free = queue.Queue()
+  for slot in range(parallel):
+    free.put(gpus[slot] if gpus else None)
+  members = plan.sweep.members()
+  results = {m.name: status(plan, m) for m in members}
+  todo = [m for m in members if results[m.name] != 'done']
+  log(f'sweep {plan.source}: {len(members)} members, {len(members) - len(todo)} done, '
+      f'{len(todo)} to run, {parallel} at a time, in {plan.workdir}')
+  stop = _Stop()
+  previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+  started = time.time()
+
+  def one(member):
+    if stop.requested:
+      return member, status(plan, member)
+    gpu = free.get()
+    try:
+      env = dict(os.environ)
+      if gpu is not None:
+        env['CUDA_VISIBLE_DEVICES'] = gpu
+      log(f'[{member.index}] {member.name}: {status(plan, member)} -> running')
+      began = time.time()
+      result = run_member(plan, member, env, stop)
+      log(f'[{member.index}] {member.name}: {result} after {(time.time() - began) / 60:.1f} min')
+      return member, result
+    finally:
+      free.put(gpu)
+
+  try:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
+      for member, result in pool.map(one, todo):
+        results[member.name] = result
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
+  failed = {n: _failure(plan, n) for n, s in results.items() if s == 'failed'}
+  done = sum(s == 'done' for s in results.values())
+  log(f'sweep {plan.source}: {done}/{len(members)} done in {(time.time() - started) / 60:.1f} min'
+      + (f'; failed: ' + '; '.join(f'{n} ({e})' for n, e in failed.items()) if failed else '')
+      + ('; stopped by a signal (run the same command to resume)' if stop.requested else ''))
+  return results
+
+
+def _failure(plan: Plan, name: str) -> str:
+  path = os.path.join(plan.workdir, name, FAILED)
+  with open(path, encoding='utf-8') as f:
+    return f.read().strip()
+
+
+def run_one(plan: Plan, index: int, log=print) -> str:
+  """Runs member `index` only (for a cluster's job array)."""
+  members = plan.sweep.members()
+  if not 0 <= index < len(members):
+    raise UserError(f'--sweep_member={index} is out of range: this sweep has members 0 to '
+                    f'{len(members) - 1} (see --sweep_list)')
+  member = members[index]
+  stop = _Stop()
+  previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    result = run_member(plan, member, stop=stop)
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
+  log(f'[{index}] {member.name}: {result}')
+  return result

@@ -1,0 +1,173 @@
+"""What a sweep is: a base experiment, named rows of config overrides and the seeds to repeat
+each row with. A sweep file (e.g. experiments/ablations/table3.py) defines
+`get_sweep(arg=None) -> Sweep`; `load` reads one and checks every row's overrides against the
+base config exactly as `--experiment.x.y=v` would be checked (unknown key, wrong type, out of
+range), so a mistake in any row stops the sweep before anything runs. Nothing here imports jax.
+"""
+import dataclasses
+import importlib.util
+import math
+import os
+import re
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from transformer_jax import paths
+from transformer_jax import validation
+from transformer_jax.errors import UserError
+
+_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One configuration of the sweep.
+
+  Attributes:
+    name: a short name, also the start of its members' folder names ([A-Za-z0-9_.-]).
+    overrides: {'section.field': value} applied to the base config (Python values).
+    seeds: this row's seeds; None takes the sweep's `seeds`.
+    note: what the row changes, for the report (e.g. 'h=1, d_k=128').
+    paper: the paper's numbers for this row, e.g. {'bleu': 24.9, 'ppl': 5.29}, shown beside ours.
+  """
+  name: str
+  overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  seeds: Optional[Sequence[int]] = None
+  note: str = ''
+  paper: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  """A base experiment, its rows and seeds.
+
+  Attributes:
+    experiment: the base experiment file, optionally with a variant ('experiments/multi30k.py:x').
+    rows: the rows; `baseline` names the one every other is compared with.
+    baseline: the name of the baseline row.
+    seeds: default seeds of every row (each seed sets train.seed and data.shuffle_seed).
+    common: overrides applied to every row first (e.g. a smaller budget).
+    metric: the report's main metric (the bar chart's), e.g. 'bleu_tok_lc' or 'accuracy'.
+    extra_metrics: more columns for the report, from the evaluation JSON or the training log
+      ('grad_norm_start', 'grad_norm_end': the first and last logged gradient norm).
+  """
+  experiment: str
+  rows: Sequence[Row]
+  baseline: str
+  seeds: Sequence[int] = (0, 1)
+  common: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  metric: str = 'bleu_tok_lc'
+  extra_metrics: Sequence[str] = ()
+
+  def row(self, name: str) -> Row:
+    return next(r for r in self.rows if r.name == name)
+
+  def members(self) -> List['Member']:
+    """Every (row, seed) in a fixed order: rows as listed, seeds as listed."""
+    return [Member(index, row, seed)
+            for index, (row, seed) in enumerate((row, seed) for row in self.rows
+                                                for seed in (row.seeds or self.seeds))]
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """One run of a sweep: a row with one seed."""
+  index: int
+  row: Row
+  seed: int
+
+  @property
+  def name(self) -> str:
+    return f'{self.row.name}_seed{self.seed}'
+
+
+def member_overrides(sweep: Sweep, member: Member) -> Dict[str, Any]:
+  """The overrides of one member on top of the base experiment: common, row, then its seed."""
+  return {**sweep.common, **member.row.overrides, 'train.seed': member.seed,
+          'data.shuffle_seed': member.seed}
+
+
+def flag_value(value: Any) -> str:
+  """A Python value as ml_collections' config flags parse it back."""
+  if isinstance(value, (list, tuple)):
+    return '(' + ','.join(flag_value(v) for v in value) + (',)' if len(value) == 1 else ')')
+  if isinstance(value, float) and value == int(value) and math.isfinite(value):
+    return repr(value)
+  return str(value)
+
+
+def load(path_and_variant: str) -> Sweep:
+  """Reads a sweep file (`path[:variant]`) and checks every member's config; UserError if not."""
+  path, _, variant = paths.resolve_experiment(path_and_variant).partition(':')
+  if not os.path.isfile(path):
+    raise UserError(f'unknown sweep file {path!r}: give a file defining get_sweep(), e.g. '
+                    'experiments/ablations/table3.py')
+  try:
+    sweep = _run_file(path, 'get_sweep', variant)
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (the user's file: one line, exit 2)
+    raise UserError(f'{path_and_variant}: {type(e).__name__}: {e}: fix the sweep file') from None
+  check(sweep, path_and_variant)
+  return sweep
+
+
+def _base_config(experiment: str):
+  path, _, variant = paths.resolve_experiment(experiment).partition(':')
+  if not os.path.isfile(path):
+    raise UserError(f'the sweep\'s experiment {path!r} does not exist: give an experiment file '
+                    'such as experiments/multi30k.py')
+  return _run_file(path, 'get_config', variant)
+
+
+def _run_file(path: str, function: str, variant: str):
+  """Loads the Python file `path` and returns `<function>(variant or None)`."""
+  module_spec = importlib.util.spec_from_file_location('_sweep_loaded', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return getattr(module, function)(variant or None)
+
+
+def resolved_config(sweep: Sweep, member: Member):
+  """The base config with the member's overrides, checked like command-line overrides."""
+  config = _base_config(sweep.experiment)
+  config.lock()
+  for key, value in member_overrides(sweep, member).items():
+    section, _, field = key.partition('.')
+    where = f'row {member.row.name!r}: {key}={value!r}'
+    if section not in config or not field or field not in config[section]:
+      raise UserError(f'{where} is not a field of {sweep.experiment}: use a key of its '
+                      'get_config() (see experiments/base.py)')
+    try:
+      config[section][field] = value
+    except (TypeError, ValueError) as e:
+      raise UserError(f'{where} has the wrong type ({e}): give a value of the field\'s type') from None
+  try:
+    validation.check_config(config)
+  except UserError as e:
+    raise UserError(f'row {member.row.name!r}: {e}') from None
+  return config
+
+
+def check(sweep: Sweep, where: str) -> None:
+  """Names, baseline, seeds and every member's config, before anything runs."""
+  names = [row.name for row in sweep.rows]
+  for name in names:
+    if not _NAME.match(name):
+      raise UserError(f'{where}: row name {name!r} must be letters, digits, _ . - (it names '
+                      'folders): rename the row')
+  duplicates = sorted({n for n in names if names.count(n) > 1})
+  if duplicates:
+    raise UserError(f'{where}: rows {duplicates} appear twice: give every row its own name')
+  if sweep.baseline not in names:
+    raise UserError(f'{where}: the baseline {sweep.baseline!r} is not a row: set baseline to '
+                    f'one of {names}')
+  for row in sweep.rows:
+    if not (row.seeds or sweep.seeds):
+      raise UserError(f'{where}: row {row.name!r} has no seeds: give it seeds or the sweep seeds')
+  for member in sweep.members():
+    resolved_config(sweep, member)
+
+
+def summary(sweep: Sweep) -> Tuple[int, int]:
+  """(rows, members)."""
+  return len(sweep.rows), len(sweep.members())
