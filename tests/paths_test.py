@@ -13,7 +13,8 @@ SHIPPED_COPY_TASK = str(REPO / 'experiments' / 'copy_task.py')
 
 def test_shipped_experiment_is_found_from_another_directory(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
-  assert paths.resolve_experiment('experiments/copy_task.py:smoke') == SHIPPED_COPY_TASK + ':smoke'
+  shipped = paths.resolve_experiment('experiments/copy_task.py:smoke')
+  assert shipped == SHIPPED_COPY_TASK + ':smoke'
   assert paths.resolve_experiment('experiments/ablations/table3.py') == str(
       REPO / 'experiments' / 'ablations' / 'table3.py')
 
@@ -22,7 +23,8 @@ def test_a_file_where_the_path_points_wins_over_the_shipped_one(tmp_path, monkey
   monkeypatch.chdir(tmp_path)
   (tmp_path / 'experiments').mkdir()
   (tmp_path / 'experiments' / 'copy_task.py').write_text('# my own\n')
-  assert paths.resolve_experiment('experiments/copy_task.py:smoke') == 'experiments/copy_task.py:smoke'
+  mine = 'experiments/copy_task.py:smoke'
+  assert paths.resolve_experiment(mine) == mine
 
 
 def test_unknown_and_non_experiment_paths_stay_as_given(tmp_path, monkeypatch):

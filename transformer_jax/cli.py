@@ -36,7 +36,8 @@ from transformer_jax.errors import UserError
 _WORKDIR = flags.DEFINE_string('workdir', None, 'run folder; default runs/<experiment>[_<variant>] '
                                'in the current directory')
 _MODE = flags.DEFINE_enum('mode', 'train',
-                          ['train', 'eval', 'translate', 'sample', 'visualize', 'report'],
+                          ['train', 'eval', 'translate', 'sample', 'visualize', 'report',
+                           'export'],
                           'what to do (visualize: attention maps and the position table as '
                           'PNGs; report: a sweep\'s table and plot); the transformer-jax '
                           'command takes it as its first word')
@@ -84,9 +85,12 @@ _PRINT_CONFIG = flags.DEFINE_bool(
 _BUFFER_LINES = flags.DEFINE_integer(
     'buffer_lines', 16, 'translate from stdin: lines translated together as they arrive (a '
     'group also ends after a short pause in the input); a file is translated whole')
+_EXPORT_DIR = flags.DEFINE_string('export_dir', None, 'export: the new (or empty) folder to write '
+                                  'the model to, for transformer_jax.load_pretrained; default '
+                                  '<workdir>/export')
 
 # Modes that read a trained run: without --experiment they use its config.json.
-RUN_MODES = ('eval', 'translate', 'sample', 'visualize')
+RUN_MODES = ('eval', 'translate', 'sample', 'visualize', 'export')
 # How sweep members are started when nothing else is said (launch.py passes itself).
 DEFAULT_LAUNCHER = (sys.executable, '-m', 'transformer_jax')
 
@@ -261,5 +265,7 @@ def dispatch(mode: str, config, workdir: str) -> None:
   elif mode == 'translate':
     modes.translate(config, workdir, step=_STEP.value, input_path=_INPUT.value,
                     buffer_lines=_BUFFER_LINES.value)
+  elif mode == 'export':
+    modes.export(config, workdir, export_dir=_EXPORT_DIR.value, step=_STEP.value)
   else:
     raise UserError(f'--mode={mode} has no runner here: use one of {", ".join(mode_words())}')

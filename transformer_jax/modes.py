@@ -16,10 +16,10 @@ from transformer_jax import bleu
 from transformer_jax import checkpoint
 from transformer_jax import components
 from transformer_jax import evaluation
+from transformer_jax import export as export_lib
 from transformer_jax import generate
 from transformer_jax import metrics_writer
 from transformer_jax import predict
-from transformer_jax import pretrained
 from transformer_jax import summary
 from transformer_jax import trainer
 from transformer_jax import validation
@@ -292,18 +292,18 @@ def export(config, workdir: str, export_dir: Optional[str] = None, step=None) ->
 
   The params are those --mode=eval scores: `step` (None for the newest, or BEST_STEP) and the
   eval.average_last steps before it. A folder that holds anything is refused, never overwritten.
-  Returns the export folder. Its layout: pretrained.py.
+  Returns the export folder. Its layout: export.py.
   """
   if jax.process_count() > 1:
     raise UserError('--mode=export runs in one process: drop --multihost')
   export_dir = export_dir or os.path.join(workdir, 'export')
-  pretrained.check_exportable(components.family_of(config))
-  pretrained.check_export_dir(export_dir)
+  export_lib.check_exportable(components.family_of(config))
+  export_lib.check_export_dir(export_dir)
   check_run(config, workdir)
   parts = components.build(config, workdir)
-  pretrained.tokenizer_record(parts.tokenizer)       # one it cannot carry fails before the restore
+  export_lib.tokenizer_record(parts.tokenizer)       # one it cannot carry fails before the restore
   params, step, chosen = restore_params(config, workdir, parts, step)
-  pretrained.write(export_dir, parts, params, config,
+  export_lib.write(export_dir, parts, params, config,
                    {'workdir': os.path.abspath(workdir), 'step': step, 'steps_averaged': chosen,
                     'average_last': config.eval.average_last})
   logging.info('exported checkpoint(s) %s of %s to %s', chosen, workdir, export_dir)

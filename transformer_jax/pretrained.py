@@ -4,17 +4,7 @@
   model = transformer_jax.load_pretrained('runs/m30k/export')
   model.translate(['A dog runs on the beach.'])       # ['Ein Hund läuft am Strand.']
 
-An export folder (FORMAT 1) holds:
-  params.npz       the parameters (averaged over eval.average_last checkpoints, as --mode=eval
-                   averages them): one float array per leaf, keyed by its '/'-joined path
-                   (e.g. 'encoder/layer_0/attention/query/kernel'); numpy alone reads it
-  model.json       {'format', 'family', 'config': every field of the family's config dataclass}
-  run.json         {'format', 'tokenizer': {'kind': 'sentencepiece', 'file': 'tokenizer.model'}
-                   or {'kind': 'identity', 'vocab_size'}, 'decode': the run's decode section,
-                   'data': max_len, bucket_lengths, tokens_per_batch (how translate batches),
-                   'source': the run's workdir, the steps averaged, the export time}
-  tokenizer.model  the sentencepiece model (sentencepiece tokenizers only)
-  README.md        what the model is and the lines that use it
+The folder's layout is export.py's.
 
 `Pretrained` runs on the default device with `jax.jit` (no pmap, flags, workdir or absl app),
 through the same host code as launch.py: `predict.translate_texts` for `translate`, as
@@ -22,12 +12,10 @@ through the same host code as launch.py: `predict.translate_texts` for `translat
 decode settings, `translate` gives what --mode=translate gives on that run and steps.
 """
 import dataclasses
-import datetime
 import functools
 import json
 import os
-import shutil
-import tempfile
+import re
 import types
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -38,6 +26,7 @@ import optax
 from flax import traverse_util
 
 from transformer_jax import components
+from transformer_jax import export
 from transformer_jax import families
 from transformer_jax import generate
 from transformer_jax import losses
@@ -47,143 +36,8 @@ from transformer_jax.data import batching
 from transformer_jax.data import tokenizer as tokenizer_lib
 from transformer_jax.errors import UserError
 
-FORMAT = 1
-PARAMS_FILE, MODEL_FILE, RUN_FILE = 'params.npz', 'model.json', 'run.json'
-TOKENIZER_FILE, README_FILE = 'tokenizer.model', 'README.md'
-_DATA_FIELDS = ('max_len', 'bucket_lengths', 'tokens_per_batch', 'dataset', 'source_lang',
-                'target_lang')
 _MAKE_ONE = ('make one with python launch.py --mode=export --workdir=<a trained run> '
              '[--export_dir=<folder>]')
-
-
-def check_export_dir(export_dir: str) -> None:
-  """Refuses, before anything is built, a target that is a file, holds files or cannot be written.
-
-  An export is never overwritten: a folder that holds anything is refused, whatever it holds.
-  """
-  if os.path.exists(export_dir) and not os.path.isdir(export_dir):
-    raise UserError(f'--export_dir {export_dir} is a file: give a folder path')
-  if os.path.isdir(export_dir) and os.listdir(export_dir):
-    raise UserError(f'--export_dir {export_dir} already holds files and an export is never '
-                    'overwritten: give a new or empty folder with --export_dir, or delete '
-                    f'{export_dir} first')
-  existing = os.path.abspath(export_dir)
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  try:     # a real probe, as workdir.check_path: os.access says yes to root on a read-only mount
-    with tempfile.TemporaryFile(dir=existing):
-      pass
-  except OSError as e:
-    raise UserError(f'{existing} is not writable ({e.strerror}), so --export_dir {export_dir} '
-                    'could not be written: fix its permissions or give another --export_dir'
-                    ) from None
-
-
-def check_exportable(family: families.Family) -> None:
-  if not (family.decodes or family.samples):
-    raise UserError(f'--mode=export writes translation models and language models, and '
-                    f'model.family={family.name!r} is neither: export a run of the transformer, '
-                    'rnn_seq2seq or lm family')
-
-
-def tokenizer_record(tokenizer) -> Dict[str, Any]:
-  """run.json's 'tokenizer' entry; UserError for a tokenizer an export cannot carry."""
-  if isinstance(tokenizer, tokenizer_lib.Tokenizer):
-    return {'kind': 'sentencepiece', 'file': TOKENIZER_FILE}
-  if isinstance(tokenizer, tokenizer_lib.IdentityTokenizer):
-    return {'kind': 'identity', 'vocab_size': tokenizer.vocab_size}
-  raise UserError(f'--mode=export cannot carry a {type(tokenizer).__name__}: export a run that '
-                  'uses a sentencepiece model or token ids (copy task)')
-
-
-def write(export_dir: str, parts, params, config, source: Dict[str, Any]) -> None:
-  """Writes the export folder; all of it or (on an error) nothing.
-
-  Args:
-    export_dir: a new or empty folder (check_export_dir).
-    parts: components.Components of the run.
-    params: host params (averaged), the tree the model's init makes.
-    config: the run's config (its decode and data sections are recorded).
-    source: what the export was made from, for run.json and the README (workdir, steps).
-  """
-  record = tokenizer_record(parts.tokenizer)
-  data = {name: config.data[name] for name in _DATA_FIELDS if name in config.data}
-  data['bucket_lengths'] = list(data.get('bucket_lengths', ()))
-  run = {'format': FORMAT, 'tokenizer': record, 'decode': config.decode.to_dict(), 'data': data,
-         'source': {**source,
-                    'exported_at': datetime.datetime.now().isoformat(timespec='seconds')}}
-  model = {'format': FORMAT, 'family': parts.family.name,
-           'config': dataclasses.asdict(parts.model_config)}
-  parent = os.path.dirname(os.path.abspath(export_dir))
-  os.makedirs(parent, exist_ok=True)
-  partial = os.path.join(parent, f'.{os.path.basename(os.path.abspath(export_dir))}.partial'
-                         f'-{os.getpid()}')
-  shutil.rmtree(partial, ignore_errors=True)
-  os.makedirs(partial)
-  try:
-    np.savez(os.path.join(partial, PARAMS_FILE), **flat_params(params))
-    for name, content in ((MODEL_FILE, model), (RUN_FILE, run)):
-      with open(os.path.join(partial, name), 'w') as f:
-        json.dump(content, f, indent=2)
-    if record['kind'] == 'sentencepiece':
-      shutil.copyfile(parts.tokenizer.model_path, os.path.join(partial, TOKENIZER_FILE))
-    with open(os.path.join(partial, README_FILE), 'w') as f:
-      f.write(readme(os.path.abspath(export_dir), model, run))
-    os.rename(partial, export_dir)     # replaces an empty folder; never a full one
-  except BaseException:
-    shutil.rmtree(partial, ignore_errors=True)
-    raise
-
-
-def flat_params(params) -> Dict[str, np.ndarray]:
-  """{'a/b/kernel': array}; bfloat16 (which .npz cannot name) is widened to float32, exactly."""
-  flat = traverse_util.flatten_dict(jax.device_get(params), sep='/')
-  return {path: np.asarray(value, np.float32) if value.dtype == jnp.bfloat16
-          else np.asarray(value) for path, value in flat.items()}
-
-
-def readme(path: str, model: Dict[str, Any], run: Dict[str, Any]) -> str:
-  """The export's README.md: what it is, three lines that use it, where it came from."""
-  family, config, source = model['family'], model['config'], run['source']
-  if families.get(family).samples:
-    use = 'print(model.sample(n=3))'
-    what = f'A decoder-only language model trained on {run["data"].get("dataset")}'
-  else:
-    data = run['data']
-    example = ('5 6 7 8 9' if run['tokenizer']['kind'] == 'identity' else
-               'A dog runs on the beach.' if data.get('source_lang') == 'en' else
-               f'<a sentence in {data.get("source_lang")}>')
-    use = f'print(model.translate([{example!r}]))'
-    pair = ('' if run['tokenizer']['kind'] == 'identity' else
-            f' {data.get("source_lang")}->{data.get("target_lang")}')
-    what = f'An encoder-decoder trained on {data.get("dataset")}{pair}'
-  steps = source.get('steps_averaged', [])
-  sizes = ', '.join(f'{k}={config[k]}' for k in ('num_layers', 'model_dim', 'num_heads',
-                                                  'mlp_dim', 'hidden_dim', 'vocab_size')
-                    if config.get(k) is not None)
-  return f"""# Exported transformer_jax model
-
-{what}, family `{family}` ({sizes}).
-
-```python
-import transformer_jax
-model = transformer_jax.load_pretrained({path!r})
-{use}
-```
-
-Needs only `transformer_jax` importable (e.g. `PYTHONPATH=<the repository>`): no orbax, flags or
-workdir. Decoding defaults to the run's `decode` settings (`run.json`); `translate` takes
-`beam_size`, `alpha`, `method`, `max_extra_len`, and gives what `launch.py --mode=translate`
-gives on the source run with the same settings. Also: `model.score(sources, targets)`
-(log-likelihood sums), `model.encode(sentences)`, `model.tokenize(sentences)`.
-
-Source run: `{source.get('workdir')}`, checkpoint steps averaged: {steps}
-(eval.average_last={source.get('average_last')}), exported {source.get('exported_at', '')}.
-
-Files: `{PARAMS_FILE}` (parameters by '/'-joined path), `{MODEL_FILE}` (family and config),
-`{RUN_FILE}` (tokenizer, decode and batching settings, source), and for sentencepiece runs
-`{TOKENIZER_FILE}`.
-"""
 
 
 def load_pretrained(path: str) -> 'Pretrained':
@@ -193,25 +47,26 @@ def load_pretrained(path: str) -> 'Pretrained':
     UserError: `path` is not an export, or its files do not fit together.
   """
   path = os.fspath(path)
-  missing = [name for name in (MODEL_FILE, RUN_FILE, PARAMS_FILE)
+  missing = [name for name in (export.MODEL_FILE, export.RUN_FILE, export.PARAMS_FILE)
              if not os.path.isfile(os.path.join(path, name))]
   if missing:
     raise UserError(f'{path} is not a transformer_jax export (no {", ".join(missing)}): '
                     f'give the folder --mode=export wrote, or {_MAKE_ONE}')
-  model_record, run = (_read_json(os.path.join(path, name)) for name in (MODEL_FILE, RUN_FILE))
+  model_record, run = (_read_json(os.path.join(path, name))
+                       for name in (export.MODEL_FILE, export.RUN_FILE))
   try:
     family = families.get(model_record['family'])
     fields = {k: tuple(v) if isinstance(v, list) else v
               for k, v in model_record['config'].items()}
     model_config = family.config_class()(**fields)
   except (KeyError, TypeError, ValueError) as e:
-    raise UserError(f'{path}/{MODEL_FILE} does not describe a model this transformer_jax '
+    raise UserError(f'{path}/{export.MODEL_FILE} does not describe a model this transformer_jax '
                     f'builds ({e}): export the run again with this version; {_MAKE_ONE}') from None
   parts = components.Components(
       tokenizer=_load_tokenizer(path, run['tokenizer']), model_config=model_config,
       model=family.model_class()(model_config), family=family, tx=optax.identity(),
       learning_rate_fn=None, runner=_DefaultDevice())
-  params = _load_params(os.path.join(path, PARAMS_FILE), parts)
+  params = _load_params(os.path.join(path, export.PARAMS_FILE), parts)
   return Pretrained(parts, params, run, path)
 
 
@@ -221,9 +76,9 @@ def _read_json(file: str) -> Dict[str, Any]:
       content = json.load(f)
   except ValueError as e:
     raise UserError(f'{file} is not valid JSON ({e}): export the run again; {_MAKE_ONE}') from None
-  if content.get('format') != FORMAT:
+  if content.get('format') != export.FORMAT:
     raise UserError(f'{file} has export format {content.get("format")!r}, this transformer_jax '
-                    f'reads {FORMAT}: export the run again with this version; {_MAKE_ONE}')
+                    f'reads {export.FORMAT}: export the run again with this version; {_MAKE_ONE}')
   return content
 
 
@@ -232,8 +87,8 @@ def _load_tokenizer(path: str, record: Dict[str, Any]):
     return tokenizer_lib.IdentityTokenizer(record['vocab_size'])
   if record.get('kind') == 'sentencepiece':
     return tokenizer_lib.Tokenizer(os.path.join(path, record['file']))
-  raise UserError(f'{path}/{RUN_FILE} names an unknown tokenizer kind {record.get("kind")!r}: '
-                  f'export the run again with this version; {_MAKE_ONE}')
+  raise UserError(f'{path}/{export.RUN_FILE} names an unknown tokenizer kind '
+                  f'{record.get("kind")!r}: export the run again with this version; {_MAKE_ONE}')
 
 
 def _load_params(file: str, parts):
@@ -249,7 +104,7 @@ def _load_params(file: str, parts):
                for name in sorted(set(expected) & set(flat))
                if flat[name].shape != expected[name].shape])
   if problems:
-    raise UserError(f'{file} does not fit its {MODEL_FILE} ({problems[0]}'
+    raise UserError(f'{file} does not fit its {export.MODEL_FILE} ({problems[0]}'
                     f'{f" and {len(problems) - 1} more" if len(problems) > 1 else ""}): '
                     f'export the run again; {_MAKE_ONE}')
   params = {name: jnp.asarray(value, expected[name].dtype) for name, value in flat.items()}
@@ -306,6 +161,8 @@ class Pretrained:
 
   Attributes:
     family: the model family's name ('transformer', 'rnn_seq2seq' or 'lm').
+    module: the flax module; `module.apply({'params': params}, ...)` calls it directly.
+    params: its parameters, on the default device.
     model_config: its config dataclass.
     decode: the run's decode settings, the defaults of `translate` and `sample`.
     source: what the export was made from (workdir, steps averaged, export time).
@@ -313,7 +170,8 @@ class Pretrained:
   """
 
   def __init__(self, parts, params, run: Dict[str, Any], path: str):
-    self._parts, self._params = parts, params
+    self._parts = parts
+    self.params, self.module = params, parts.model
     data = dict(run['data'])
     data['bucket_lengths'] = tuple(data.get('bucket_lengths', ()))
     self._data = types.SimpleNamespace(**data)
@@ -349,7 +207,7 @@ class Pretrained:
       self._predict_fns[settings] = functools.partial(
           predict.predict_step, model=self._parts.model, settings=settings,
           eos_id=self._parts.tokenizer.eos_id)
-    return predict.translate_texts(self._parts, self._params, sentences,
+    return predict.translate_texts(self._parts, self.params, sentences,
                                    self._predict_fns[settings], self._data)
 
   def score(self, sources: Sequence[str], targets: Sequence[str]) -> np.ndarray:
@@ -376,7 +234,7 @@ class Pretrained:
     fn = self._bound(_log_likelihoods)
     scores = np.zeros((len(pairs),), np.float32)
     for batch, order in _pair_batches(pairs, self._data, limit):
-      out = self._parts.runner.run_replicated(fn, self._params, self._parts.runner.put_batch(batch))
+      out = self._parts.runner.run_replicated(fn, self.params, self._parts.runner.put_batch(batch))
       scores[order] = out[:len(order)]
     return scores
 
@@ -394,7 +252,7 @@ class Pretrained:
                                                jax.device_count(),
                                                self.model_config.max_input_len):
       out = self._parts.runner.run_replicated(
-          fn, self._params, self._parts.runner.put_batch({'inputs': batch['inputs']}))
+          fn, self.params, self._parts.runner.put_batch({'inputs': batch['inputs']}))
       lengths = (batch['inputs'] != tokenizer_lib.PAD_ID).sum(axis=1)
       for row, sentence in enumerate(order):
         encoded[sentence] = jax.tree_util.tree_map(
@@ -419,7 +277,7 @@ class Pretrained:
       return []
     settings = self._settings(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                               method=method, max_extra_len=max_extra_len)
-    return generate.generate_texts(self._parts, self._params, lines, settings)
+    return generate.generate_texts(self._parts, self.params, lines, settings)
 
   def _require(self, ability: str, what: str, instead: str) -> None:
     if not getattr(self._parts.family, ability):
@@ -435,7 +293,8 @@ class Pretrained:
     try:
       validation.check_config({'decode': settings}, training=False)
     except UserError as e:     # the message names the flag; here it is an argument
-      raise UserError(str(e).replace('set --experiment.decode.', 'give ')) from None
+      raise UserError(re.sub(r'set --experiment\.decode\.(\w+) to', r'give \1 as', str(e))
+                      ) from None
     return predict.SearchSettings(**settings)
 
   def _bound(self, fn):
