@@ -14,7 +14,9 @@ from transformer_jax import trainer
 from transformer_jax.errors import UserError
 
 # Reads of a damaged step leave orbax coroutines that complain when collected; noise.
-pytestmark = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+# Two trainings end to end (about a minute on 2 cores): `python -m pytest -m slow`.
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')]
 
 
 def _snapshot(directory):

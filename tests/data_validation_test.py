@@ -222,9 +222,10 @@ def test_translate_input_that_is_not_utf8_names_the_line(tmp_path, monkeypatch):
 
 
 def _run_without_checkpoints(workdir: pathlib.Path, config):
-  """What modes.check_run looks for: config.json and a checkpoint folder (empty here)."""
+  """What modes.check_run looks for: config.json and a finished step folder (empty here, so a
+  restore would fail: the input is refused before one is tried)."""
   workdir_lib.record_config(str(workdir), config)
-  (workdir / checkpoint.CHECKPOINT_SUBDIR).mkdir()
+  (workdir / checkpoint.CHECKPOINT_SUBDIR / '1').mkdir(parents=True)
   return _snapshot(workdir)
 
 

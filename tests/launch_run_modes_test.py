@@ -13,14 +13,12 @@ import time
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SMOKE = '--experiment=experiments/copy_task.py:smoke'
+from tests.launch_test import launch
+from tests.launch_test import REPO
+from tests.launch_test import SMOKE
 
-
-def launch(*args, timeout=300, stdin=None):
-  env = dict(os.environ, PYTHONUNBUFFERED='1')    # keeps conftest's 8 host devices
-  return subprocess.run([sys.executable, 'launch.py', *args], cwd=REPO, env=env, input=stdin,
-                        capture_output=True, text=True, timeout=timeout)
+# Subprocess runs end to end (minutes on 2 cores): `python -m pytest -m slow`.
+pytestmark = pytest.mark.slow
 
 
 def snapshot(folder: pathlib.Path):

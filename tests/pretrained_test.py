@@ -22,6 +22,9 @@ import transformer_jax
 from transformer_jax import pretrained
 from transformer_jax.errors import UserError
 
+# Subprocess runs end to end (minutes on 2 cores): `python -m pytest -m slow`.
+pytestmark = pytest.mark.slow
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = '--experiment=experiments/copy_task.py:smoke'
 # Long enough (lr 1e-2) for outputs that differ from line to line; checkpoints at 100 and 200,

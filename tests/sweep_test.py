@@ -78,6 +78,7 @@ def test_unknown_key_in_a_row_fails_before_anything_runs(tmp_path):
   assert not (tmp_path / 'run').exists()
 
 
+@pytest.mark.slow
 def test_sweep_runs_every_member_and_reports_mean_and_standard_error(reference):
   tmp, workdir, _ = reference
   members = results(workdir)
@@ -105,6 +106,7 @@ def test_sweep_runs_every_member_and_reports_mean_and_standard_error(reference):
   assert again.returncode == 0 and '4 done, 0 to run' in again.stderr
 
 
+@pytest.mark.slow
 def test_sweep_list_and_one_member(reference, tmp_path):
   tmp, workdir, _ = reference
   listed = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={workdir}', '--sweep_list')

@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 from matplotlib import image
 
+# Subprocess runs end to end (minutes on 2 cores): `python -m pytest -m slow`.
+pytestmark = pytest.mark.slow
+
 from transformer_jax import positional
 from transformer_jax import visualize
 from transformer_jax.config import TransformerConfig

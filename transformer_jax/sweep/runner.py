@@ -247,7 +247,7 @@ def run_all(plan: Plan, parallel: int = 1, log=print) -> Dict[str, str]:
   failed = {n: _failure(plan, n) for n, s in results.items() if s == 'failed'}
   done = sum(s == 'done' for s in results.values())
   log(f'sweep {plan.source}: {done}/{len(members)} done in {(time.time() - started) / 60:.1f} min'
-      + (f'; failed: ' + '; '.join(f'{n} ({e})' for n, e in failed.items()) if failed else '')
+      + ('; failed: ' + '; '.join(f'{n} ({e})' for n, e in failed.items()) if failed else '')
       + ('; stopped by a signal (run the same command to resume)' if stop.requested else ''))
   return results
 
