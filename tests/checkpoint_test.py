@@ -541,3 +541,23 @@ def test_failed_async_write_is_a_one_line_error_naming_the_step(tmp_path, monkey
   with checkpoint.Checkpointer(str(tmp_path)) as fresh:
     assert fresh.all_steps() == [1]
   assert _snapshot(tmp_path / 'checkpoints' / '1') == kept
+
+
+def test_only_reports_of_abandoned_reads_are_dropped(monkeypatch):
+  seen = []
+  monkeypatch.setattr(sys, 'unraisablehook', seen.append)
+  checkpoint._quiet_abandoned_reads()
+  checkpoint._quiet_abandoned_reads()              # once: the first hook is still the next one
+  hook = sys.unraisablehook
+  assert hook is not seen.append
+
+  def report(error, obj=None):
+    hook(type('Unraisable', (), {'exc_value': error, 'object': obj})())
+
+  report(RuntimeError('Event loop is closed'))
+  assert seen == []
+  others = [RuntimeError('Event loop is closed'), RuntimeError('other'), ValueError('x')]
+  report(others[0], obj='a coroutine')
+  report(others[1])
+  report(others[2])
+  assert [u.exc_value for u in seen] == others

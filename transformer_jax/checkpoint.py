@@ -42,6 +42,7 @@ import json
 import math
 import os
 import re
+import sys
 from typing import Any, Optional, Sequence
 
 from absl import logging
@@ -175,6 +176,7 @@ def _is_storage_error(error: BaseException) -> bool:
 @contextlib.contextmanager
 def _reading_step():
   """Turns the errors of reading a damaged step into DamagedStepError."""
+  _quiet_abandoned_reads()
   try:
     yield
   except DamagedStepError:
@@ -188,6 +190,30 @@ def _reading_step():
     # the parser ("SystemError: AST constructor recursion depth mismatch").
     gc.collect()
     raise DamagedStepError(_short(e)) from e
+
+
+def _drop_abandoned_read(unraisable, _next=sys.unraisablehook) -> None:
+  """An unraisable-exception hook that drops tensorstore's reports on reads orbax abandoned.
+
+  When one array of a step fails to read, orbax's `asyncio.run` ends and closes its event loop
+  while tensorstore still completes the step's other reads on its own threads. Each completion
+  then calls `loop.call_soon_threadsafe` on the closed loop, and tensorstore reports the
+  `RuntimeError('Event loop is closed')` as unraisable, a bare traceback on stderr, at any moment
+  in the next milliseconds. Those reads belong to a step already reported as damaged; every
+  other unraisable exception reaches the hook that was there before.
+  """
+  error = unraisable.exc_value
+  if (unraisable.object is None and isinstance(error, RuntimeError)
+      and str(error) == 'Event loop is closed'):
+    return
+  _next(unraisable)
+
+
+def _quiet_abandoned_reads() -> None:
+  """Installs `_drop_abandoned_read` once per process (before the first read of a step)."""
+  if sys.unraisablehook is not _drop_abandoned_read:
+    _drop_abandoned_read.__defaults__ = (sys.unraisablehook,)
+    sys.unraisablehook = _drop_abandoned_read
 
 
 def _write_reason(error: BaseException) -> str:
