@@ -13,6 +13,7 @@ def copy_config(num_steps):
   return config
 
 
+@pytest.mark.slow   # among the longest on 2 cores: kept out of the ~10 min default suite
 def test_copy_task_learns_within_150_steps(tmp_path):
   config = copy_config(150)
   config.data.copy_num_train = 4000

@@ -34,7 +34,12 @@ def smoke_config(name, shared=None):
   return config
 
 
-@pytest.mark.parametrize('name', EXPERIMENTS)
+# The three slowest smoke trainings (about a minute each on 2 cores) run with `-m slow`.
+SLOW_SMOKE = ('rnn_seq2seq', 'sst2_classifier', 'wmt14')
+
+
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SMOKE else n
+                                  for n in EXPERIMENTS])
 def test_experiment_smoke_trains_two_steps(name, tmp_path, shared_data):
   config = smoke_config(name, shared_data)
   assert config.train.num_steps == 2
@@ -55,7 +60,8 @@ def final_params(config, workdir):
   return state
 
 
-@pytest.mark.parametrize('parallelism', ['pmap', 'jit'])
+# jit is the slow twin (over 3 minutes each on 2 cores): `pytest -m slow`.
+@pytest.mark.parametrize('parallelism', ['pmap', pytest.param('jit', marks=pytest.mark.slow)])
 def test_stop_and_resume_is_bitwise_equal_to_uninterrupted(parallelism, tmp_path):
   config = smoke_config('copy_task')
   config.model.dropout_rate = 0.1        # resumed dropout keys must match too

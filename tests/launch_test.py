@@ -58,6 +58,7 @@ def test_bad_input_is_one_line_and_leaves_workdir_alone(args, expected, workdir)
   assert snapshot(workdir) == before
 
 
+@pytest.mark.slow   # among the longest on 2 cores: kept out of the ~10 min default suite
 def test_two_step_launch_resumes_and_refuses_another_config(workdir):
   first = launch(SMOKE, f'--workdir={workdir}')
   assert first.returncode == 0, first.stderr[-3000:]
@@ -103,6 +104,7 @@ def start_long_training(workdir):
   return subprocess.Popen(args, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow   # among the longest on 2 cores: kept out of the ~10 min default suite
 def test_sigterm_saves_a_checkpoint_then_the_run_resumes_from_it(workdir):
   process = start_long_training(workdir)
   try:

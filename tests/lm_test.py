@@ -288,6 +288,7 @@ def test_lm_refuses_a_sequence_longer_than_its_table():
     jax.jit(model.apply)({'params': params}, longer)
 
 
+@pytest.mark.slow   # among the longest on 2 cores: kept out of the ~10 min default suite
 def test_sample_and_eval_modes_on_a_smoke_run(shared_data, tmp_path, capsys):
   config = multi30k_lm.get_config('smoke')
   config.data.raw_dir = str(shared_data / 'multi30k')

@@ -153,6 +153,7 @@ def best_run(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow   # among the longest on 2 cores: kept out of the ~10 min default suite
 def test_keep_best_keeps_the_best_step_and_step_best_evaluates_it(best_run):
   assert sorted(os.listdir(os.path.join(best_run, 'checkpoints'))) == ['2', '4']
   record = modes.evaluate(keep_best_config(), best_run, step=modes.BEST_STEP)

@@ -4,6 +4,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from transformer_jax import parallel
 from transformer_jax import predict
@@ -40,6 +41,7 @@ def test_greedy_output_is_the_argmax_of_the_full_pass_on_itself():
     assert np.all(out[row, stop:] == 0)
 
 
+@pytest.mark.slow   # among the longest on 2 cores: kept out of the ~10 min default suite
 def test_beam_of_one_equals_greedy_and_beam_scores_its_best():
   model, params, inputs = trained_like_model()
   run = lambda **kw: np.asarray(predict.predict_step(

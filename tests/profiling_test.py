@@ -46,6 +46,7 @@ def test_validation_checks_it_before_training():
     validation.check_config(config, training=False)
 
 
+@pytest.mark.slow   # among the longest on 2 cores: kept out of the ~10 min default suite
 def test_copy_task_smoke_run_writes_a_trace_into_its_tensorboard_folder(tmp_path):
   from transformer_jax import trainer
   config = copy_task.get_config('smoke')

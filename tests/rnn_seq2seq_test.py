@@ -57,7 +57,8 @@ def test_shapes_by_eval_shape(cell, attention):
   assert params['bridge']['kernel'].shape == (1024, 512)
 
 
-@pytest.mark.parametrize('cell,attention', VARIANTS)
+@pytest.mark.parametrize('cell,attention', [pytest.param(*v, marks=pytest.mark.slow) if v == ('gru', True)
+                                            else v for v in VARIANTS])
 def test_extra_padding_changes_nothing(cell, attention):
   model, inputs, targets, params = setup(cell, attention)
   logits = model.apply({'params': params}, inputs, targets)
@@ -128,6 +129,7 @@ def test_cached_decoding_equals_the_teacher_forced_pass(cell, attention):
     previous = targets[:, t:t + 1]
 
 
+@pytest.mark.slow   # among the longest on 2 cores: kept out of the ~10 min default suite
 def test_beam_of_one_equals_greedy_through_predict_step():
   model, inputs, targets, params = setup('lstm', True)
   run = lambda **kw: np.asarray(predict.predict_step(
@@ -152,7 +154,7 @@ def reverse_batches(seed, rows=32, length=6, vocab=12):
            'targets': np.concatenate([words[:, ::-1], eos], 1)}
 
 
-@pytest.mark.parametrize('attention', [True, False])
+@pytest.mark.parametrize('attention', [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_learns_to_reverse(attention):
   model = make('gru', attention, vocab_size=12, embed_dim=16, hidden_dim=32, attention_dim=16)
   data = reverse_batches(0)

@@ -76,6 +76,7 @@ def test_set_embedding_rows_exactly_and_only_matching_pieces():
     word_vectors.set_embedding_rows(params, pieces, words, vectors, model_dim=4)
 
 
+@pytest.mark.slow   # among the longest on 2 cores: kept out of the ~10 min default suite
 def test_init_embeddings_in_a_fresh_transformer_run(tmp_path, shared_data):
   """launch-level: train.init_embeddings sets the rows of a Multi30k Transformer's table."""
   from tests import experiments_test                       # pylint: disable=import-outside-toplevel
