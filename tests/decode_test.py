@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from transformer_jax import decode
+from transformer_jax import parallel
+from transformer_jax import predict
+from transformer_jax.config import TransformerConfig
 from transformer_jax.errors import UserError
+from transformer_jax.models.transformer import Transformer
 
 EOS = 1
 IMPOSSIBLE = -1e9  # logit of a token that must never be chosen
@@ -226,11 +230,14 @@ def history_tables(rows, seed):
 
 
 def exhaustive_scores(markov, by_sum, row, max_len, alpha):
-  """Score of every complete hypothesis of `history_fn`, by enumeration."""
+  """Score of every complete hypothesis of `history_fn`, by enumeration.
+
+  Every hypothesis ends with EOS: one reaching max_len is forced to end there.
+  """
   scores = {}
   for length in range(1, max_len + 1):
     for seq in itertools.product([EOS, 2, 3], repeat=length):
-      if EOS in seq[:-1] or (length < max_len and seq[-1] != EOS):
+      if EOS in seq[:-1] or seq[-1] != EOS:
         continue
       prev, total, log_prob = 0, 0, 0.0
       for token in seq:
@@ -261,6 +268,77 @@ def test_beam_search_matches_exhaustive_search():
   assert np.all(np.diff(scores, axis=1) <= 0)  # best first
 
 
+def brute_force_best(log_probs, max_len, alpha, charge_eos_at_cap=True):
+  """(best tokens, score) of every hypothesis of `table_fn(log_probs)` for one row.
+
+  log_probs: `[steps, vocab, vocab]` normalized next-token log-probs of that row.
+  With charge_eos_at_cap a hypothesis reaching max_len ends there with EOS, scoring
+  log p(EOS); otherwise (the old behaviour) it ends there with any token, at no cost.
+  """
+  vocab_size, scores = log_probs.shape[-1], {}
+  for length in range(1, max_len + 1):
+    for body in itertools.product(range(2, vocab_size), repeat=length - 1):
+      last_tokens = [EOS] if charge_eos_at_cap or length < max_len else range(1, vocab_size)
+      for last in last_tokens:
+        prev, total = 0, 0.0
+        for t, token in enumerate(body + (last,)):
+          total += log_probs[min(t, len(log_probs) - 1), prev, token]
+          prev = token
+        scores[body + (last,)] = total / lp(length, alpha)
+  best = max(scores, key=scores.get)
+  return best, scores
+
+
+# The brute-force case: 3 ordinary tokens, position-dependent tables, per-row caps.
+BRUTE_ROWS, BRUTE_MAX_LEN = 8, 4
+BRUTE_CAPS = np.array([4, 4, 4, 3, 3, 2, 1, 4])
+BRUTE_TABLES = np.asarray(jax.nn.log_softmax(
+    random_tables(rows=BRUTE_ROWS * BRUTE_MAX_LEN, vocab=5, seed=7, eos_bias=-0.5)
+    .reshape(BRUTE_ROWS, BRUTE_MAX_LEN, 5, 5)))
+# Wide enough to keep every alive prefix (3 ** (BRUTE_MAX_LEN - 1)), so nothing is pruned.
+brute_force_search = jax.jit(lambda cache, alpha: decode.beam_search(
+    cache, table_fn(BRUTE_TABLES), batch_size=BRUTE_ROWS, beam_size=27, alpha=alpha,
+    max_decode_len=BRUTE_MAX_LEN, eos_id=EOS, max_lengths=jnp.asarray(BRUTE_CAPS)))
+
+
+@pytest.mark.parametrize('alpha', [0.0, 0.6, 1.5])
+def test_beam_search_matches_brute_force_with_eos_charged_at_cap(alpha):
+  seqs, scores = map(np.asarray, brute_force_search(make_cache(BRUTE_ROWS, 27), alpha))
+  old_best_differs, capped_best = 0, 0
+  for row in range(BRUTE_ROWS):
+    cap = BRUTE_CAPS[row]
+    best, reference = brute_force_best(BRUTE_TABLES[row], cap, alpha)
+    old_best, _ = brute_force_best(BRUTE_TABLES[row], cap, alpha, charge_eos_at_cap=False)
+    old_best_differs += old_best != best
+    capped_best += len(best) == cap
+    assert tuple(seqs[row, 0][seqs[row, 0] > 0]) == best
+    np.testing.assert_allclose(scores[row, 0], reference[best], rtol=1e-5)
+    for seq, score in zip(seqs[row], scores[row]):
+      tokens = tuple(seq[seq > 0])
+      if tokens and tokens[-1] == EOS:  # finished ones (alive fillers have no EOS)
+        np.testing.assert_allclose(score, reference[tokens], rtol=1e-5)
+  assert capped_best >= 1  # the cap decides something here...
+  assert old_best_differs >= 1  # ...and rows where the old free ending picks otherwise
+
+
+# After BOS: EOS 0.3, A 0.7; after A: A 0.999, EOS 0.001. Ending [A, A, A] at the cap for
+# free (log 0.997) would beat [EOS] (log 0.3); charged log p(EOS) it scores log 0.0007.
+TRUNCATED_PROBS = np.zeros((1, 1, 5, 5))
+TRUNCATED_PROBS[0, 0, 0, [EOS, A]] = [0.3, 0.7]
+TRUNCATED_PROBS[0, 0, A, [EOS, A]] = [0.001, 0.999]
+
+
+@pytest.mark.parametrize('alpha', [0.0, 0.6])
+def test_hypothesis_at_max_length_is_charged_eos(alpha):
+  seqs, scores = run_beam(table_fn(log_table(TRUNCATED_PROBS)), 1, 2, alpha=alpha,
+                          max_decode_len=3, eos_id=EOS)
+  np.testing.assert_array_equal(seqs[0, 0], [EOS, 0, 0])
+  np.testing.assert_allclose(scores[0, 0], np.log(0.3) / lp(1, alpha), rtol=1e-5)
+  # Every returned hypothesis ends with EOS; none is [A, A, A], cut at the cap for free.
+  assert all(EOS in seq for seq in seqs[0])
+  assert [A, A, A] not in seqs[0].tolist()
+
+
 NO_EOS = random_tables(rows=3, vocab=5, seed=3, eos_bias=IMPOSSIBLE)
 
 
@@ -275,7 +353,10 @@ def test_max_lengths_respected_per_example(search):
   else:
     out, scores = run_beam(fn, 3, 2, alpha=0.6, **kwargs)
     out = out[:, 0]
-    assert np.all(scores[:, 0] > -100)  # forced to finish, not left empty
+    # Forced to end with EOS at the limit although EOS is impossible here: the EOS
+    # log-prob is floored, so each example still gets a real hypothesis.
+    assert np.all(scores[:, 0] > decode._INVALID_BELOW)
+    np.testing.assert_array_equal(out[[0, 1, 2], [0, 2, 5]], [EOS] * 3)
   np.testing.assert_array_equal((out > 0).sum(axis=1), [1, 3, 6])
   assert np.all(out[0, 1:] == 0) and np.all(out[1, 3:] == 0)
 
@@ -349,3 +430,32 @@ def test_beam_search_under_pmap_matches_jit():
   np.testing.assert_array_equal(np.asarray(p_seqs).reshape(seqs.shape), seqs)
   np.testing.assert_allclose(np.asarray(p_scores).reshape(scores.shape), scores, rtol=1e-5)
   assert np.all((seqs[2::4, 0] > 0).sum(axis=1) <= 2)
+
+
+@pytest.mark.parametrize('parallelism', sorted(parallel.RUNNERS))
+def test_cached_beam_search_compiles_once_per_bucket(parallelism):
+  """predict_step (beam search through the Transformer's KV cache) is traced and
+  compiled once per input shape, then reused for new batches of that shape."""
+  config = TransformerConfig(vocab_size=12, model_dim=16, num_heads=2, mlp_dim=32,
+                             num_layers=1, dropout_rate=0.0, max_len=32)
+  model = Transformer(config)
+  rows = jax.device_count()
+  params = model.init(jax.random.key(0), jnp.ones((1, 8), jnp.int32),
+                      jnp.ones((1, 8), jnp.int32))['params']
+  settings = predict.SearchSettings(method='beam', beam_size=3, max_extra_len=4)
+  traces = []
+
+  def counted_predict(params, batch):
+    traces.append(batch['inputs'].shape)
+    return predict.predict_step(params, batch, model=model, settings=settings, eos_id=EOS)
+
+  runner = parallel.make_runner(parallelism, model=model, label_smoothing=0.0)
+  device_params = runner.put_state(params)
+  rng = np.random.RandomState(0)
+  for length in (8, 8, 16, 8, 16):
+    inputs = rng.randint(2, 12, (rows, length)).astype(np.int32)
+    out = runner.run_replicated(counted_predict, device_params,
+                                runner.put_batch({'inputs': inputs}))
+    assert out.shape == (rows, length + 4)
+  # A per-device trace (pmap) has rows / devices rows; one trace per bucket either way.
+  assert [shape[1] for shape in traces] == [8, 16]

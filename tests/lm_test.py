@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from tests import beam_checks
 from experiments import base
 from experiments import multi30k_lm
 from transformer_jax import decode
@@ -224,9 +225,9 @@ def test_sampling_draws_different_rows_and_follows_the_seed():
 def test_beam_of_one_equals_greedy():
   model, params, _ = setup_model()
   prompts = np.asarray([[5, 6, 0], [0, 0, 0]])
-  np.testing.assert_array_equal(
+  beam_checks.assert_beam_of_one_is_greedy(
       run_generate(model, params, prompts, method='beam', beam_size=1, alpha=0.0),
-      run_generate(model, params, prompts, method='greedy'))
+      run_generate(model, params, prompts, method='greedy'), EOS)
 
 
 def test_pad_is_never_generated():

@@ -17,7 +17,12 @@ is kept and everything after it is PAD_ID. Nothing stops a model from choosing P
 itself (untrained ones do); callers should cut at EOS rather than count non-pad tokens.
 
 Beam search follows the Transformer paper (Vaswani et al., 2017, §6.1: beam 4,
-alpha 0.6) with the length penalty of Wu et al. (2016, GNMT, §7).
+alpha 0.6) with the length penalty of Wu et al. (2016, GNMT, §7). A beam hypothesis
+that reaches its max length must end there with EOS, as in fairseq's SequenceGenerator:
+it is charged the model's log p(EOS) at that last step rather than ending for free, so
+a cut-off hypothesis cannot outrank finished ones. Greedy search and sampling rank
+nothing and just stop at the max length (without EOS), so beam search with one beam
+equals greedy search only on outputs that end before their limit.
 """
 import functools
 from typing import Any, Callable
@@ -33,6 +38,10 @@ from transformer_jax.losses import PAD_ID
 NEG_INF = -1.0e7
 # Log-probs below this come from dead or impossible hypotheses, never real ones.
 _INVALID_BELOW = NEG_INF / 2
+# Lowest log p(EOS) charged to a beam forced to end at its max length: a model that
+# gives EOS (almost) no probability there still returns its hypotheses, valid and
+# ranked by the rest of their log-probs, instead of none.
+_FORCED_EOS_FLOOR = -1.0e5
 
 TokensToLogitsFn = Callable[[jax.Array, Any], tuple[jax.Array, Any]]
 
@@ -42,7 +51,7 @@ def length_penalty(length, alpha):
 
   Args:
     length: |Y|, the number of generated tokens, counting the final EOS and not BOS
-      (a hypothesis cut at its max length has no EOS and counts its tokens).
+      (beam search ends every hypothesis with EOS, at its max length at the latest).
     alpha: strength; 0 gives lp = 1 (raw log-probs), larger values favour longer output.
 
   Returns:
@@ -74,15 +83,29 @@ def gather_beams(tree, beam_indices):
   Returns:
     The pytree with non-scalar leaves `[batch * new_beams, ...]`.
   """
-  batch_size, new_beams = beam_indices.shape
+  return jax.tree_util.tree_map(lambda x: _gather_flat_beams(x, beam_indices), tree)
 
-  def gather(x):
-    if x.ndim == 0:
-      return x
-    x = x.reshape((batch_size, -1) + x.shape[1:])  # [batch, old_beams, ...]
-    x = _take_beams(x, beam_indices)  # [batch, new_beams, ...]
-    return x.reshape((batch_size * new_beams,) + x.shape[2:])
-  return jax.tree_util.tree_map(gather, tree)
+
+def _gather_flat_beams(x, beam_indices):
+  """One leaf of `gather_beams`."""
+  if x.ndim == 0:
+    return x
+  batch_size, new_beams = beam_indices.shape
+  x = x.reshape((batch_size, -1) + x.shape[1:])  # [batch, old_beams, ...]
+  x = _take_beams(x, beam_indices)  # [batch, new_beams, ...]
+  return x.reshape((batch_size * new_beams,) + x.shape[2:])
+
+
+def _reorder_cache(old_cache, new_cache, beam_indices):
+  """gather_beams on the leaves of new_cache that the step changed.
+
+  A leaf the step returned as it came in (the same array: e.g. the encoder keys and
+  values, projected once) is still what `expand_to_beams` made, equal across each
+  example's beams, so reordering the beams would copy it for nothing.
+  """
+  return jax.tree_util.tree_map(
+      lambda old, new: new if new is old else _gather_flat_beams(new, beam_indices),
+      old_cache, new_cache)
 
 
 def _take_beams(x, beam_indices):
@@ -254,11 +277,12 @@ def _init_beam_state(cache, batch_size, beam_size, max_decode_len, bos_id):
       done=jnp.zeros((batch_size,), bool), cache=cache)
 
 
-def _beam_candidates(state, logits):
+def _beam_candidates(state, logits, *, eos_id, max_lengths):
   """The 2 * beam best one-token extensions of the alive beams.
 
   Two beams' worth are needed so that, even if up to `beam` of them end in EOS, `beam`
-  candidates remain to stay alive.
+  candidates remain to stay alive. At an example's last step (its max length) EOS is
+  the only extension, at the model's log p(EOS) (floored at _FORCED_EOS_FLOOR).
 
   Returns:
     (log_probs [batch, 2k], origin beams [batch, 2k], tokens [batch, 2k],
@@ -268,6 +292,10 @@ def _beam_candidates(state, logits):
   vocab_size = logits.shape[-1]
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   log_probs = log_probs.reshape(batch_size, beam_size, vocab_size)
+  is_eos = jnp.arange(vocab_size) == eos_id
+  forced_eos = jnp.where(is_eos, jnp.maximum(log_probs, _FORCED_EOS_FLOOR), NEG_INF)
+  at_cap = (state.cur_index + 1 >= max_lengths)[:, None, None]  # [batch, 1, 1]
+  log_probs = jnp.where(at_cap, forced_eos, log_probs)
   log_probs = state.alive_log_probs[..., None] + log_probs  # [batch, beam, vocab]
   flat = log_probs.reshape(batch_size, beam_size * vocab_size)
   top_log_probs, top_ids = jax.lax.top_k(flat, 2 * beam_size)  # [batch, 2k]
@@ -291,11 +319,12 @@ def _extend_beams(state, logits, *, alpha, eos_id, max_lengths):
   """
   i = state.cur_index
   beam_size = state.alive_log_probs.shape[1]
-  log_probs, origins, tokens, seqs = _beam_candidates(state, logits)
+  log_probs, origins, tokens, seqs = _beam_candidates(state, logits, eos_id=eos_id,
+                                                      max_lengths=max_lengths)
 
   valid = log_probs > _INVALID_BELOW
-  # A candidate of length i + 1 ends with EOS or when it reaches its example's limit.
-  ended = valid & ((tokens == eos_id) | (i + 1 >= max_lengths[:, None]))
+  # At an example's max length only EOS candidates are valid, so all of them end.
+  ended = valid & (tokens == eos_id)
 
   alive_keys = jnp.where(valid & ~ended, log_probs, NEG_INF)
   alive_log_probs, alive_seqs, alive_last, alive_origins = _top_beams(
@@ -344,7 +373,7 @@ def _beam_step(state, *, tokens_to_logits_fn, alpha, eos_id, max_lengths):
   fields = ('alive_last', 'alive_seqs', 'alive_log_probs', 'alive_length', 'finished_seqs',
             'finished_scores', 'finished_flags')
   new_state = new_state.replace(
-      cache=gather_beams(cache, origins),
+      cache=_reorder_cache(state.cache, cache, origins),
       **{f: keep(getattr(state, f), getattr(new_state, f)) for f in fields})
   return new_state.replace(
       done=state.done | _examples_done(new_state, alpha=alpha, max_lengths=max_lengths))
@@ -377,15 +406,21 @@ def beam_search(cache, tokens_to_logits_fn: TokensToLogitsFn, *, batch_size, bea
   A hypothesis Y with log-probability log P(Y) scores log P(Y) / lp(|Y|), where
   lp(|Y|) = ((5 + |Y|) / 6) ** alpha and |Y| counts its generated tokens including the
   final EOS (not BOS); see `length_penalty`. Each step extends the alive beams, moves
-  candidates ending in EOS (or reaching their example's max length, which then end
-  without EOS) to a separate finished set, and keeps the `beam_size` best of each.
+  candidates ending in EOS to a separate finished set, and keeps the `beam_size` best
+  of each. At an example's max length every alive beam is forced to end with EOS and
+  is charged log p(EOS) there (fairseq does the same), so a hypothesis cut at the
+  limit competes fairly with finished ones and has at most max length - 1 other
+  tokens.
   An example stops (and is frozen) once no alive beam can beat its best finished score
   any more, so its top beam is exact while lower ranks may be cut short; the loop
   ends when every example has stopped, or at max_decode_len.
 
   Args:
     cache: the model's decoding cache, non-scalar leaves `[batch * beam_size, ...]`
-      (build it for batch_size examples and tile it with `expand_to_beams`).
+      (build it for batch_size examples and tile it with `expand_to_beams`). Each step
+      reorders the leaves tokens_to_logits_fn changed to follow the surviving beams;
+      a leaf it returns unchanged (the very array it was given, e.g. projected encoder
+      keys/values) is left alone, so it must be equal across an example's beams.
     tokens_to_logits_fn: `(int32 [batch * beam_size, 1], cache) ->
       (logits [batch * beam_size, vocab], cache)`.
     batch_size: number of examples.
@@ -394,8 +429,8 @@ def beam_search(cache, tokens_to_logits_fn: TokensToLogitsFn, *, batch_size, bea
       A float, or a traced scalar (then changing it does not recompile).
     max_decode_len: output length.
     eos_id: end-of-sequence id; kept in the output, pads follow it.
-    max_lengths: optional int32 `[batch]`, at most this many tokens per example
-      (clipped to [1, max_decode_len]).
+    max_lengths: optional int32 `[batch]`, at most this many tokens per example,
+      the forced EOS included (clipped to [1, max_decode_len]).
     bos_id: first input token.
 
   Returns:
