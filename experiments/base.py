@@ -78,6 +78,10 @@ def get_base_config() -> ml_collections.ConfigDict:
       seed=0,
       label_smoothing=0.1,                # the paper's epsilon_ls
       parallelism='pmap',                 # pmap | jit (NamedSharding data parallel)
+      steps_per_loop=1,                   # K steps (batches) per compiled call (lax.scan);
+                                          # same results as 1 (trainer.py)
+      prefetch_depth=2,                   # calls' batches made and put on the devices ahead,
+                                          # on a thread; 0 = in the loop's thread
       log_every_steps=50,
       eval_every_steps=500,
       checkpoint_every_steps=500,

@@ -88,6 +88,30 @@ def test_runner_step_equals_one_device_on_the_global_batch(tiny, reference, runn
   assert host_state.step == NUM_STEPS
 
 
+def test_train_steps_equal_train_step_in_turn(tiny, runner):
+  """K stacked batches in one call: the state and metrics of K calls, bit for bit."""
+  state = tiny[1]
+  batches = [make_batch(seed=seed) for seed in range(3)]
+  device_state, expected = runner.put_state(state), []
+  for batch in batches:
+    device_state, metrics = runner.train_step(device_state, runner.put_batch(batch))
+    expected.append(jax.device_get(metrics))
+  expected_state = runner.get_state(device_state)
+  device_state, metrics = runner.train_steps(runner.put_state(state),
+                                             runner.put_batches(batches))
+  got = runner.get_state(device_state)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, got.params, expected_state.params)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, got.opt_state,
+                         expected_state.opt_state)
+  for name, values in jax.device_get(metrics).items():
+    np.testing.assert_array_equal(values, [m[name] for m in expected], err_msg=name)
+
+
+def test_put_batches_refuses_batches_of_different_shapes(runner):
+  with pytest.raises(ValueError, match='same keys and shapes'):
+    runner.put_batches([make_batch(length=6), make_batch(length=8)])
+
+
 def test_host_state_survives_donation(tiny, runner):
   state, batch = tiny[1], tiny[3]
   before = jax.device_get(state.params)

@@ -164,3 +164,30 @@ def test_accumulated_steps_move_params_every_k():
                               jax.tree_util.tree_leaves(b)[-1])
            for a, b in zip(params, params[1:])]
   assert moved == [False, True, False, True]
+
+
+def _assert_trees_equal(actual, expected):
+  jax.tree_util.tree_map(np.testing.assert_array_equal, actual, expected)
+
+
+@pytest.mark.parametrize('accum_steps', [1, 2])
+def test_train_steps_equal_train_step_in_turn(accum_steps):
+  """One scanned call of K steps gives the state and per-step metrics of K calls, bit for bit."""
+  model, state, learning_rate_fn, _ = setup(tx_config=optim_config(grad_accum_steps=accum_steps))
+  batches = [make_batch(seed=seed) for seed in range(3)]
+  expected, expected_metrics = state, []
+  train_step = _jit_train_step(model, learning_rate_fn)
+  for batch in batches:
+    expected, metrics = train_step(expected, batch)
+    expected_metrics.append(metrics)
+  train_steps = jax.jit(functools.partial(
+      steps.train_steps, model=model, label_smoothing=LABEL_SMOOTHING,
+      learning_rate_fn=learning_rate_fn))
+  stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}   # [3, rows, length]
+  got, metrics = train_steps(state, stacked)
+  _assert_trees_equal(got.params, expected.params)
+  _assert_trees_equal(got.opt_state, expected.opt_state)
+  assert got.step == 3
+  for name, values in metrics.items():
+    assert values.shape == (3,), name
+    np.testing.assert_array_equal(values, [m[name] for m in expected_metrics], err_msg=name)

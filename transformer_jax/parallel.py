@@ -10,8 +10,10 @@ Two interchangeable runners compile the pure steps of steps.py
 
 Both take and give the same host-side values: `put_state`/`get_state` move an
 unreplicated TrainState (the form checkpoints and evaluation use) on and off the
-devices; `put_batch` takes this process's rows `[local_rows, ...]`. Metrics stay on
-the device as float32 scalars (no host sync per step); `jax.device_get` them
+devices; `put_batch` takes this process's rows `[local_rows, ...]`. `put_batches` and
+`train_steps` do the same for K batches of one shape trained by one compiled call
+(`steps.train_steps`, `train.steps_per_loop`). Metrics stay on the device as float32
+scalars (`[K]` from `train_steps`; no host sync per step); `jax.device_get` them
 every N steps. On several hosts each process feeds its own rows and the steps
 reduce over all devices of all processes.
 """
@@ -108,25 +110,46 @@ def _finish(outputs, serialize):
   return jax.block_until_ready(outputs) if serialize else outputs
 
 
+def stack_batches(batches, axis=0):
+  """K host batches of one shape -> one dict of arrays with a new K axis at `axis`.
+
+  Args:
+    batches: list of K dicts of arrays with equal keys and shapes, e.g. `[rows, length]`.
+    axis: where the K axis goes: 0 gives `[K, rows, length]`.
+
+  Raises:
+    ValueError: when the batches differ in keys or shapes (one compiled call trains
+      them all, so they must match; the trainer groups them that way).
+  """
+  shapes = [{k: np.shape(v) for k, v in b.items()} for b in batches]
+  if any(s != shapes[0] for s in shapes):
+    raise ValueError(f'stacked batches must have the same keys and shapes, not {shapes}')
+  return {k: np.stack([np.asarray(b[k]) for b in batches], axis=axis) for k in batches[0]}
+
+
 def _bind_steps(model, label_smoothing, learning_rate_fn, axis_name):
-  train = functools.partial(steps.train_step, model=model,
-                            label_smoothing=label_smoothing,
-                            learning_rate_fn=learning_rate_fn, axis_name=axis_name)
+  """(train_step, train_steps, eval_step) with the static settings bound."""
+  train, train_many = (
+      functools.partial(fn, model=model, label_smoothing=label_smoothing,
+                        learning_rate_fn=learning_rate_fn, axis_name=axis_name)
+      for fn in (steps.train_step, steps.train_steps))
   evaluate = functools.partial(steps.eval_step, model=model,
                                label_smoothing=label_smoothing, axis_name=axis_name)
-  return train, evaluate
+  return train, train_many, evaluate
 
 
 class PmapRunner:
   """Data parallelism with `jax.pmap`: state stacked per device, batch reshaped."""
 
   def __init__(self, *, model, label_smoothing, learning_rate_fn=None):
-    train, evaluate = _bind_steps(model, label_smoothing, learning_rate_fn,
-                                  BATCH_AXIS)
+    train, train_many, evaluate = _bind_steps(model, label_smoothing, learning_rate_fn,
+                                              BATCH_AXIS)
     # Metrics are psum'ed inside the step, hence equal on all devices:
     # out_axes=None returns them once instead of 8 times.
     self._p_train_step = jax.pmap(train, axis_name=BATCH_AXIS,
                                   donate_argnums=(0,), out_axes=(0, None))
+    self._p_train_steps = jax.pmap(train_many, axis_name=BATCH_AXIS,
+                                   donate_argnums=(0,), out_axes=(0, None))
     self._p_eval_step = jax.pmap(evaluate, axis_name=BATCH_AXIS, out_axes=None)
     self._p_fns = {}
     self._serialize = _serialize_collectives()
@@ -143,9 +166,19 @@ class PmapRunner:
     """This process's rows `[local_rows, ...]` -> `[local_devices, rows, ...]` on device."""
     return jax.device_put(shard_batch(batch), _pmap_sharding())
 
+  def put_batches(self, batches):
+    """K host batches of one shape -> `[local_devices, K, rows, ...]` on device."""
+    # K x [local_devices, rows, ...] -> [local_devices, K, rows, ...]
+    stacked = stack_batches([shard_batch(b) for b in batches], axis=1)
+    return jax.device_put(stacked, _pmap_sharding())
+
   def train_step(self, state, batch):
     """(state, batch) -> (new state, metrics); `state` is donated."""
     return _finish(self._p_train_step(state, batch), self._serialize)
+
+  def train_steps(self, state, batches):
+    """(state, `put_batches` output) -> (state after K steps, metrics `[K]` per key)."""
+    return _finish(self._p_train_steps(state, batches), self._serialize)
 
   def eval_step(self, params, batch):
     """Metric sums; `params` is `state.params` of a device state."""
@@ -193,9 +226,12 @@ class JitRunner:
                               axis_types=(AxisType.Auto,))
     self._replicated = NamedSharding(self.mesh, P())
     self._rows = NamedSharding(self.mesh, P(BATCH_AXIS))
-    train, evaluate = _bind_steps(model, label_smoothing, learning_rate_fn, None)
+    self._stacked_rows = NamedSharding(self.mesh, P(None, BATCH_AXIS))
+    train, train_many, evaluate = _bind_steps(model, label_smoothing, learning_rate_fn, None)
     self._train_step = jax.jit(train, donate_argnums=(0,),
                                out_shardings=self._replicated)
+    self._train_steps = jax.jit(train_many, donate_argnums=(0,),
+                                out_shardings=self._replicated)
     self._eval_step = jax.jit(evaluate, out_shardings=self._replicated)
     self._jit_fns = {}
     self._serialize = _serialize_collectives()
@@ -216,9 +252,21 @@ class JitRunner:
         lambda x: jax.make_array_from_process_local_data(self._rows, np.asarray(x)),
         batch)
 
+  def put_batches(self, batches):
+    """K host batches of one shape -> global `[K, rows, ...]` arrays, split by rows."""
+    for batch in batches:
+      _check_rows(batch, jax.local_device_count())
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_process_local_data(self._stacked_rows, x),
+        stack_batches(batches))
+
   def train_step(self, state, batch):
     """(state, batch) -> (new state, metrics); `state` is donated."""
     return _finish(self._train_step(state, batch), self._serialize)
+
+  def train_steps(self, state, batches):
+    """(state, `put_batches` output) -> (state after K steps, metrics `[K]` per key)."""
+    return _finish(self._train_steps(state, batches), self._serialize)
 
   def eval_step(self, params, batch):
     """Metric sums; `params` is `state.params` of a device state."""

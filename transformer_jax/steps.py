@@ -1,4 +1,4 @@
-"""Train state, training step and evaluation step (pure functions).
+"""Train state, training step (one, or K in one `lax.scan`) and evaluation step (pure functions).
 
 The steps take data first and static settings as keyword-only arguments, which
 parallel.py binds with `functools.partial` and compiles with `jax.pmap`
@@ -138,6 +138,30 @@ def train_step(state, batch, *, model, label_smoothing, learning_rate_fn=None,
     metrics['learning_rate'] = learning_rate_fn(state.step)
   metrics = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), metrics)
   return new_state, metrics
+
+
+def train_steps(state, batches, *, model, label_smoothing, learning_rate_fn=None,
+                axis_name=None):
+  """`train_step` on each of K stacked batches in turn, as one program (`lax.scan`).
+
+  The scan body is `train_step` itself, so K steps here give the state and metrics of
+  K calls of `train_step` (bit for bit on the backends tested: CPU); the host then
+  dispatches one call per K steps (`train.steps_per_loop`).
+
+  Args:
+    state: TrainState (replicated under pmap).
+    batches: dict of int32 `[K, rows, length]` arrays: K batches of one shape, in
+      the order they are trained on (this device's shard of each under pmap).
+    model, label_smoothing, learning_rate_fn, axis_name: as in `train_step`.
+
+  Returns:
+    (state after the K steps, metrics of every step: float32 `[K]` per key).
+  """
+  def one_step(state, batch):
+    return train_step(state, batch, model=model, label_smoothing=label_smoothing,
+                      learning_rate_fn=learning_rate_fn, axis_name=axis_name)
+
+  return jax.lax.scan(one_step, state, batches)
 
 
 def eval_step(params, batch, *, model, label_smoothing, axis_name=None):

@@ -1,5 +1,13 @@
 """The training loop: train_and_evaluate(config, workdir). It only sequences the work;
 steps, data, checkpoints, evaluation and logging live in their own modules.
+
+Each pass of the loop is one compiled call: `train.steps_per_loop` (K) steps on K stacked
+batches of one shape (`steps.train_steps`, a `lax.scan`; the same state and metrics as K
+one-step calls). No call passes a log, evaluation, checkpoint, profile-window or last step:
+where K steps would, or where the batch shape changes (bucketing), single steps run, so
+all of these happen at the steps they do with K=1, whatever K. A thread makes, stacks and
+puts the batches on the devices `train.prefetch_depth` calls ahead, each with the data
+iterator state after it, which is what a checkpoint records.
 """
 import contextlib
 import math
@@ -8,6 +16,7 @@ import signal
 from typing import Dict
 
 import jax
+import numpy as np
 from absl import logging
 
 from transformer_jax import checkpoint
@@ -19,6 +28,7 @@ from transformer_jax import profiling
 from transformer_jax import validation
 from transformer_jax import word_vectors
 from transformer_jax import workdir as workdir_lib
+from transformer_jax.data import train_iterator
 from transformer_jax.errors import UserError
 
 
@@ -122,6 +132,57 @@ def _open_checkpointer(config, workdir: str) -> checkpoint.Checkpointer:
                                  best_mode=mode)
 
 
+def _call_sizes(cfg, window):
+  """step -> the steps the loop trains in its call from `step`: train.steps_per_loop (K), or 1
+  where K steps would pass a log, evaluation, checkpoint, profile-window or last step.
+
+  So every such step ends a call and is handled exactly as with K=1, whether or not K
+  divides the periods; the single steps use the one-step program (one more compile), not a
+  shorter scan.
+  """
+  k = cfg.get('steps_per_loop', 1)
+  periods = (cfg.log_every_steps, cfg.eval_every_steps, cfg.checkpoint_every_steps)
+  edges = tuple(window or ()) + (cfg.num_steps,)
+
+  def size(step):
+    ahead = [(step // p + 1) * p for p in periods] + [e for e in edges if e > step]
+    return k if step + k <= min(ahead) else 1
+
+  return size
+
+
+def _feed(train_iter, runner, size_fn, start, num_steps):
+  """(device batch, steps in it, data state after it) per call of the loop (see
+  train_iterator.group_batches); the device batch is `[K, ...]` when it holds K > 1 steps."""
+  for batches, data_state in train_iterator.group_batches(train_iter, size_fn, start, num_steps):
+    if len(batches) == 1:
+      yield runner.put_batch(batches[0]), 1, data_state
+    else:
+      yield runner.put_batches(batches), len(batches), data_state
+
+
+def _open_feed(cfg, runner, train_iter, start, window):
+  """The loop's calls from `start` (see `_feed`), made train.prefetch_depth calls ahead on a
+  thread (0: in this one when asked for); a context manager that stops the thread on exit.
+
+  The feed draws batches ahead of the loop, so a checkpoint must record the data state that
+  came with the last call trained, never train_iter's own.
+  """
+  feed = _feed(train_iter, runner, _call_sizes(cfg, window), start, cfg.num_steps)
+  depth = cfg.get('prefetch_depth', 2)
+  return train_iterator.Prefetcher(feed, depth) if depth else contextlib.closing(feed)
+
+
+def _per_step(call_metrics):
+  """Host metric dicts per step from those per call (a K-step call holds `[K]` arrays)."""
+  out = []
+  for metrics in call_metrics:
+    shape = np.shape(next(iter(metrics.values())))
+    out += [metrics] if not shape else [{k: v[i] for k, v in metrics.items()}
+                                        for i in range(shape[0])]
+  return out
+
+
 def _train(config, workdir: str, run) -> Dict[str, float]:
   """The loop: steps, logging, evaluation and checkpoints until train.num_steps or a stop signal."""
   parts, train_iter, evaluator, ckpt, host_state, start = run
@@ -129,41 +190,45 @@ def _train(config, workdir: str, run) -> Dict[str, float]:
   del host_state
   cfg = config.train
   writer = metrics_writer.MetricsWriter(workdir, num_steps=cfg.num_steps, start_step=start)
-  logging.info('training %s from step %d to %d on %d devices',
-               config.data.dataset, start, cfg.num_steps, jax.device_count())
+  logging.info('training %s from step %d to %d on %d devices, %d steps per call',
+               config.data.dataset, start, cfg.num_steps, jax.device_count(),
+               cfg.get('steps_per_loop', 1))
   pending, last_saved, eval_metrics, evaluated_at = [], ckpt.latest_step(), {}, None
 
   def flush(step):
     nonlocal pending
     if pending:
-      metrics = metrics_writer.reduce_sums(metrics_writer.sum_device_metrics(pending))
+      per_step = _per_step(jax.device_get(pending))
+      metrics = metrics_writer.reduce_sums(metrics_writer.sum_device_metrics(per_step))
       metrics_writer.check_finite(step, metrics, last_saved)
       writer.train_progress(step, metrics)
       pending = []
 
-  tracer = profiling.StepTracer(
-      profiling.window(cfg.get('profile_steps', ''), start_step=start, num_steps=cfg.num_steps),
-      os.path.join(workdir, metrics_writer.TENSORBOARD_DIR), start_step=start,
-      active=jax.process_index() == 0)
-  # However the loop ends (a NaN stop, a failed save), the checkpointer waits for the async save
-  # in flight, so the step that an error message says is kept is on disk, not a tmp dir; an
-  # open trace is written too.
-  with ckpt, contextlib.closing(writer), StopSignal() as stop, tracer:
+  window = profiling.window(cfg.get('profile_steps', ''), start_step=start,
+                            num_steps=cfg.num_steps)
+  tracer = profiling.StepTracer(window, os.path.join(workdir, metrics_writer.TENSORBOARD_DIR),
+                                start_step=start, active=jax.process_index() == 0)
+  # However the loop ends (a NaN stop, a failed save), the feed's thread is stopped and the
+  # checkpointer waits for the async save in flight, so the step that an error message says
+  # is kept is on disk, not a tmp dir; an open trace is written too.
+  with ckpt, contextlib.closing(writer), StopSignal() as stop, tracer, \
+       _open_feed(cfg, parts.runner, train_iter, start, window) as calls:
     step, last = start, start >= cfg.num_steps
     while not last:
       tracer.before(step)
-      batch = parts.runner.put_batch(next(train_iter))
-      state, metrics = parts.runner.train_step(state, batch)
-      tracer.after(step + 1, state)
+      batch, count, data_state = next(calls)
+      step_fn = parts.runner.train_step if count == 1 else parts.runner.train_steps
+      state, metrics = step_fn(state, batch)
+      step += count
+      tracer.after(step, state)
       pending.append(metrics)
       if len(pending) > 1:
         # Async dispatch would let this loop queue up to log_every_steps steps ahead of the
         # device, and a stop signal would then wait for all of them before its save. Waiting
-        # on the previous step keeps one step in flight: the device never idles, and a
-        # preempted run saves within a step or two.
+        # on the previous call keeps one call in flight: the device never idles (its next
+        # batch is already there), and a preempted run saves within a call or two.
         jax.block_until_ready(pending[-2])
-      step += 1
-      # Sampled once per step: a signal arriving later is seen at the next step, whose
+      # Sampled once per call: a signal arriving later is seen at the next call, whose
       # iteration then saves before the loop ends.
       last = step == cfg.num_steps or stop.requested
       if step % cfg.log_every_steps == 0 or last:
@@ -177,7 +242,7 @@ def _train(config, workdir: str, run) -> Dict[str, float]:
         metrics_writer.check_finite_params(   # ... or whose params did (this process's copy)
             step, parts.runner.get_state(state.params), last_saved)
         # Only an evaluation of this very state ranks it for train.keep_best (checkpoint.py).
-        ckpt.save(step, parts.runner.get_state(state), train_iter.get_state(),
+        ckpt.save(step, parts.runner.get_state(state), data_state,
                   meta={'vocab_size': parts.model_config.vocab_size},
                   metrics=eval_metrics if evaluated_at == step else None)
         last_saved = step

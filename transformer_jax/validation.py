@@ -76,6 +76,9 @@ RULES: Tuple[Rule, ...] = (
     Rule('train.keep_checkpoints', _at_least(1), _COUNT,
          why='keeping fewer than one would delete every checkpoint of the run'),
     Rule('train.label_smoothing', _rate, _RATE),
+    Rule('train.steps_per_loop', _at_least(1), 'an integer >= 1 (1 is one step per call)'),
+    Rule('train.prefetch_depth', _at_least(0),
+         'an integer >= 0 (0 makes batches in the loop\'s thread)'),
     # optim
     Rule('optim.learning_rate', _positive, 'a value > 0 (or None for the paper\'s rsqrt peak)',
          allow_none=True),

@@ -157,6 +157,8 @@ CASES = [
     # --- out-of-range settings ---------------------------------------------------------------
     _range('num_steps_zero', 'train.num_steps', 0),
     _range('num_steps_negative', 'train.num_steps', -5),
+    _range('steps_per_loop_zero', 'train.steps_per_loop', 0),
+    _range('prefetch_depth_negative', 'train.prefetch_depth', -1),
     _range('learning_rate_negative', 'optim.learning_rate', -0.001),
     _range('learning_rate_nan', 'optim.learning_rate', 'nan', 'not a finite number'),
     _range('learning_rate_inf', 'optim.learning_rate', 'inf', 'not a finite number'),

@@ -1,10 +1,15 @@
 """TrainIterator: endless, resumable training batches planned per epoch from
-(shuffle_seed, epoch) alone, bucketed or packed, each process taking its rows.
+(shuffle_seed, epoch) alone, bucketed or packed, each process taking its rows; and the
+feed of the training loop: `group_batches` (K same-shape batches per compiled call, each
+with the iterator state after it) and `Prefetcher` (that work done ahead on a thread).
 """
 import hashlib
 import json
+import queue
+import threading
 
 import numpy as np
+from absl import logging
 
 from transformer_jax.data import batching
 from transformer_jax.errors import UserError
@@ -146,3 +151,110 @@ class TrainIterator:
     if not 0 <= index < self.batches_in_epoch(epoch):
       raise UserError(f'data iterator state {state} is out of range: start a new --workdir')
     self._epoch, self._index = epoch, index
+
+
+def _leading_same_shape(drawn):
+  """How many of the (batch, state) pairs `drawn` share the first one's shapes, from the front."""
+  shapes = [{k: np.shape(v) for k, v in batch.items()} for batch, _ in drawn]
+  return next((i for i, s in enumerate(shapes) if s != shapes[0]), len(shapes))
+
+
+def group_batches(batches, size_fn, start_step, num_steps):
+  """Cuts `batches` into the units the loop trains by one call each, steps start..num_steps.
+
+  A unit holds `size_fn(step)` batches of one shape (stackable for `steps.train_steps`),
+  or one batch: when the next `size_fn(step)` batches change shape (bucketing) the batches
+  before the change come one per unit. The order of the batches is kept, and no batch
+  beyond step `num_steps` is drawn (a size that would reach past it is taken as 1).
+
+  Args:
+    batches: a TrainIterator (any iterator with `get_state()`).
+    size_fn: step -> the number of steps wanted in the unit that starts there.
+    start_step: steps already trained.
+    num_steps: the last step.
+
+  Yields:
+    (list of host batches, the iterator state after its last batch): the position a
+    checkpoint taken after the unit records, although the iterator itself may be ahead.
+  """
+  step, drawn, warned = start_step, [], False     # drawn: (batch, state) not yet yielded
+  while step < num_steps:
+    size = size_fn(step)
+    size = size if step + size <= num_steps else 1
+    while len(drawn) < size and _leading_same_shape(drawn) == len(drawn):
+      batch = next(batches)
+      drawn.append((batch, batches.get_state()))
+    count = size if _leading_same_shape(drawn) >= size else 1
+    if count < size and not warned:
+      logging.info('batches of different shapes (bucketing) cannot share one compiled call: '
+                   'those run one step per call (data.pack=True or one data.bucket_lengths '
+                   'keeps every call at train.steps_per_loop steps)')
+      warned = True
+    unit, drawn = drawn[:count], drawn[count:]
+    yield [batch for batch, _ in unit], unit[-1][1]
+    step += count
+
+
+class Prefetcher:
+  """Iterates `items` on a background thread, keeping up to `depth` items ready.
+
+  `next()` returns the items in order; an exception raised by `items` is raised by
+  `next()` in its place (after the items before it). `close()`, or leaving the `with`
+  block on any path, stops the thread and waits for it.
+  """
+
+  _END = object()
+
+  def __init__(self, items, depth):
+    self._queue = queue.Queue(maxsize=depth)
+    self._stopping = threading.Event()
+    self._ended = None          # set by next(): the StopIteration or error seen last
+    self._thread = threading.Thread(target=self._produce, args=(items,), daemon=True,
+                                    name='Prefetcher')
+    self._thread.start()
+
+  def _produce(self, items):
+    try:
+      for item in items:
+        if not self._offer((item, None)):
+          return
+      self._offer((self._END, None))
+    except BaseException as error:  # pylint: disable=broad-except  # raised again by next()
+      self._offer((None, error))
+    finally:
+      if hasattr(items, 'close'):   # a generator runs its finally blocks in this thread
+        items.close()
+
+  def _offer(self, entry):
+    """Puts `entry` when there is room; False once close() was called."""
+    while not self._stopping.is_set():
+      try:
+        self._queue.put(entry, timeout=0.05)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self._ended is not None:
+      raise self._ended
+    item, error = self._queue.get()
+    if error is None and item is self._END:
+      error = StopIteration()
+    if error is not None:
+      self._ended = error
+      raise error
+    return item
+
+  def close(self):
+    self._stopping.set()
+    self._thread.join()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc_info):
+    self.close()
