@@ -172,13 +172,18 @@ def measure(name, model, params, inputs, cache_modes, args):
   return entry
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_shape_flags(parser):
+  """The model and input flags this benchmark shares with flax_wmt.py."""
   parser.add_argument('--setting', default='tiny', choices=['tiny', 'base'])
   parser.add_argument('--batch', type=int, default=16)
   parser.add_argument('--src_len', type=int, default=32)
   parser.add_argument('--out_len', type=int, default=64)
   parser.add_argument('--vocab_size', type=int, default=8000)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  add_shape_flags(parser)
   parser.add_argument('--methods', default=','.join(METHODS), help='subset of ' + ','.join(METHODS))
   parser.add_argument('--cache', default='both', choices=['both', 'on', 'off'])
   parser.add_argument('--repeats', type=int, default=3)

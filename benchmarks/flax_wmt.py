@@ -108,11 +108,7 @@ def flax_beam_decode(params, inputs, cache, *, models, wmt_decode, config, beam_
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--setting', default='tiny', choices=['tiny', 'base'])
-  parser.add_argument('--batch', type=int, default=16)
-  parser.add_argument('--src_len', type=int, default=32)
-  parser.add_argument('--out_len', type=int, default=64)
-  parser.add_argument('--vocab_size', type=int, default=8000)
+  decode_speed.add_shape_flags(parser)
   parser.add_argument('--beam_size', type=int, default=5)
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--flax_wmt_dir', default='', help='folder with their decode.py, models.py')
