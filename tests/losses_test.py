@@ -1,6 +1,7 @@
 """Tests for transformer_jax.losses against NumPy and hand computations."""
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -113,3 +114,48 @@ def test_label_smoothing_out_of_range_is_user_error(example, label_smoothing):
   logits, targets = example
   with pytest.raises(UserError, match='label_smoothing'):
     losses.cross_entropy(logits, targets, label_smoothing)
+
+
+def _numpy_soft_target(logits, targets, label_smoothing):
+  vocab = logits.shape[-1]
+  soft = np.full(logits.shape, label_smoothing / (vocab - 1))
+  np.put_along_axis(soft, targets[..., None], 1.0 - label_smoothing, axis=-1)
+  return soft
+
+
+@pytest.mark.parametrize('label_smoothing', [0.0, 0.1, 0.3])
+def test_gradient_of_metrics_is_softmax_minus_soft_target(example, label_smoothing):
+  # d(loss_sum)/dz = w (softmax - soft); d(nll_sum)/dz = w (softmax - one-hot); the
+  # hand-written backward pass must give exactly these, mixed in any proportion.
+  logits, targets = example
+  mask = (targets > 0)[..., None]
+  probs = np.exp(_log_softmax(logits.astype(np.float64)))
+
+  def mixed(z):
+    sums = losses.compute_metrics(z, targets, label_smoothing)
+    return 0.7 * sums['loss'] + 1.9 * sums['nll']
+
+  grad = jax.grad(mixed)(jnp.asarray(logits))
+  expected = mask * (0.7 * (probs - _numpy_soft_target(logits, targets, label_smoothing))
+                     + 1.9 * (probs - _numpy_soft_target(logits, targets, 0.0)))
+  np.testing.assert_allclose(grad, expected, atol=2e-6)
+  jitted = jax.jit(jax.grad(lambda z: losses.cross_entropy(z, targets, label_smoothing)[0]))(logits)
+  np.testing.assert_allclose(
+      jitted, mask * (probs - _numpy_soft_target(logits, targets, label_smoothing)), atol=2e-6)
+
+
+def test_gradient_keeps_the_logits_dtype(example):
+  logits, targets = example
+  grad = jax.grad(lambda z: losses.cross_entropy(z, targets, 0.1)[0])(
+      jnp.asarray(logits, jnp.bfloat16))
+  assert grad.dtype == jnp.bfloat16
+  expected = jax.grad(lambda z: losses.cross_entropy(z, targets, 0.1)[0])(
+      jnp.asarray(logits, jnp.bfloat16).astype(jnp.float32))
+  np.testing.assert_allclose(grad.astype(np.float32), expected, atol=1e-2)
+
+
+def test_huge_logits_stay_finite():
+  logits = jnp.array([[[1e30, -1e30, 0.0], [-3e38, 3e38, 1.0]]], jnp.float32)
+  targets = jnp.array([[1, 2]])
+  value, grad = jax.value_and_grad(lambda z: losses.cross_entropy(z, targets, 0.1)[0])(logits)
+  assert np.isfinite(value) and np.all(np.isfinite(grad))

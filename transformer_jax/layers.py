@@ -7,6 +7,7 @@ with one more LayerNorm, added by the model).
 from typing import Callable, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from transformer_jax.attention import MultiHeadAttention
@@ -38,7 +39,34 @@ class Embedder(nn.Module):
 
   def attend(self, x: jnp.ndarray) -> jnp.ndarray:
     """[..., model_dim] -> [..., vocab_size] logits with the transposed table."""
-    return jnp.einsum('...d,vd->...v', x, self.embedding.astype(self.dtype))
+    return tied_logits(x, self.embedding.astype(self.dtype))
+
+
+@jax.custom_vjp
+def tied_logits(x: jnp.ndarray, table: jnp.ndarray) -> jnp.ndarray:
+  """x [..., d] · tableᵀ [d, vocab] -> logits [..., vocab].
+
+  Differentiated by hand only to choose the layout of the table's gradient: it is
+  formed as [d, vocab] (contracting over tokens with the logits' gradient as it lies)
+  and then transposed, a [d, vocab] copy. Left to autodiff, XLA:CPU transposed the
+  whole [tokens, vocab] gradient first (122 ms of a 1 s Transformer-Tiny step at
+  4,096 tokens x 10,000 words on the 2-core CPU).
+  """
+  return jnp.einsum('...d,vd->...v', x, table)
+
+
+def _tied_logits_forward(x, table):
+  return tied_logits(x, table), (x, table)
+
+
+def _tied_logits_backward(residuals, grad):
+  x, table = residuals
+  grad_x = jnp.einsum('...v,vd->...d', grad, table)
+  grad_table = jnp.einsum('...d,...v->dv', x, grad).T
+  return grad_x.astype(x.dtype), grad_table.astype(table.dtype)
+
+
+tied_logits.defvjp(_tied_logits_forward, _tied_logits_backward)
 
 
 class FeedForward(nn.Module):
