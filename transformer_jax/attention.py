@@ -92,6 +92,53 @@ def dot_product_attention(query: jnp.ndarray,
   return output, weights
 
 
+def fused_attention(query: jnp.ndarray,
+                    key: jnp.ndarray,
+                    value: jnp.ndarray,
+                    mask: Optional[jnp.ndarray] = None,
+                    bias: Optional[jnp.ndarray] = None,
+                    *,
+                    scale: Optional[float] = None,
+                    implementation: str = 'xla') -> jnp.ndarray:
+  """`dot_product_attention`'s output through `jax.nn.dot_product_attention`.
+
+  The weights are never materialised for the caller (cuDNN's flash attention never
+  forms them at all), and there is no attention dropout. A query row with nothing to
+  attend to gets a zero output, as in `dot_product_attention` (JAX's own softmax would
+  spread it uniformly over the masked keys).
+
+  Args:
+    query, key, value, mask, bias, scale: as in `dot_product_attention`; d_v must equal
+      d_k here.
+    implementation: 'xla' or 'cudnn' (GPU, bfloat16/float16 only).
+
+  Returns:
+    [batch, q, heads, d_v] in query's dtype.
+  """
+  if bias is not None:
+    bias = bias.astype(query.dtype)
+  output = jax.nn.dot_product_attention(query, key, value, bias=bias, mask=mask, scale=scale,
+                                        implementation=implementation)
+  if mask is not None:
+    has_key = jnp.any(mask, axis=-1)                                  # [b|1, h|1, q]
+    has_key = jnp.broadcast_to(has_key, (has_key.shape[0], has_key.shape[1], query.shape[1]))
+    output = output * jnp.transpose(has_key, (0, 2, 1))[..., None].astype(output.dtype)
+  return output
+
+
+def resolve_implementation(implementation: str, dtype, head_dim: int, value_dim: int) -> str:
+  """The implementation 'auto' stands for on this backend and dtype (others unchanged).
+
+  'cudnn' where cuDNN flash attention takes the call (a GPU, bfloat16 or float16, equal
+  head sizes that are multiples of 8 up to 128), else 'explicit'.
+  """
+  if implementation != 'auto':
+    return implementation
+  fits_cudnn = (jax.default_backend() == 'gpu' and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+                and head_dim == value_dim and head_dim % 8 == 0 and head_dim <= 128)
+  return 'cudnn' if fits_cudnn else 'explicit'
+
+
 # ------------------------------------------------------------------------ the module
 
 
@@ -113,6 +160,10 @@ class MultiHeadAttention(nn.Module):
     rotary: apply RoPE to queries and keys (self-attention only).
     rope_max_wavelength: RoPE frequency base.
     decode: keep a key/value cache for one-position-per-call decoding.
+    implementation: 'explicit' (`dot_product_attention`), 'xla' or 'cudnn'
+      (`fused_attention`), or 'auto' (`resolve_implementation`). A call that must
+      produce weights (the 'intermediates' collection is mutable, e.g. for
+      visualisation) or apply attention dropout, or has d_v != d_k, runs 'explicit'.
     dtype: compute dtype; param_dtype: parameter dtype.
   """
   num_heads: int
@@ -124,6 +175,7 @@ class MultiHeadAttention(nn.Module):
   rotary: bool = False
   rope_max_wavelength: float = 10_000.0
   decode: bool = False
+  implementation: str = 'explicit'
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   kernel_init: nn.initializers.Initializer = nn.initializers.xavier_uniform()
@@ -174,16 +226,27 @@ class MultiHeadAttention(nn.Module):
     if self.decode and not is_cross:
       key, value, mask = self._self_cache(key, value, mask)
 
-    dropout_rng = None
-    if not deterministic and self.dropout_rate > 0.0:
-      dropout_rng = self.make_rng('dropout')
-    output, weights = dot_product_attention(
-        query, key, value, mask, bias, scale=self.scale, dropout_rate=self.dropout_rate,
-        dropout_rng=dropout_rng, deterministic=deterministic)
-    self.sow('intermediates', 'attention_weights', weights)
+    output = self._attend(query, key, value, mask, bias, deterministic)
     out_dim = self.out_dim or inputs_q.shape[-1]
     return nn.DenseGeneral(out_dim, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
                            kernel_init=self.kernel_init, name='out')(output)
+
+  def _attend(self, query, key, value, mask, bias, deterministic):
+    """[batch, q, heads, d_v] by the configured implementation; sows the weights when
+    they are collected."""
+    implementation = resolve_implementation(self.implementation, query.dtype,
+                                            query.shape[-1], value.shape[-1])
+    dropout = not deterministic and self.dropout_rate > 0.0
+    if (implementation == 'explicit' or dropout or query.shape[-1] != value.shape[-1]
+        or self.is_mutable_collection('intermediates')):
+      output, weights = dot_product_attention(
+          query, key, value, mask, bias, scale=self.scale, dropout_rate=self.dropout_rate,
+          dropout_rng=self.make_rng('dropout') if dropout else None,
+          deterministic=deterministic)
+      self.sow('intermediates', 'attention_weights', weights)
+      return output
+    return fused_attention(query, key, value, mask, bias, scale=self.scale,
+                           implementation=implementation)
 
   def _default_positions(self, inputs_q):
     """0..q-1, or in a decode step the cache index (the number of positions cached)."""

@@ -12,6 +12,7 @@ POSITIONAL_KINDS = ('sinusoidal', 'learned', 'multiplicative', 'rotary', 'none')
 TABLE_POSITIONAL_KINDS = ('sinusoidal', 'learned', 'multiplicative')
 NORM_ORDERS = ('post', 'pre')
 ACTIVATIONS = ('relu', 'gelu')
+ATTENTION_IMPLS = ('explicit', 'xla', 'cudnn', 'auto')
 DTYPES = ('float32', 'bfloat16', 'float16')
 # Names outside the model that an experiment config may use (jax-free, for validation.py).
 DECODE_METHODS = ('greedy', 'beam', 'sample')
@@ -48,6 +49,12 @@ class TransformerConfig:
     attention_scale: logit scale; None is the paper's 1/sqrt(d_k), 1.0 the
       "no scaling" ablation, or any float.
     rope_max_wavelength: base of the RoPE frequencies.
+    attention_impl: how attention is computed (ATTENTION_IMPLS):
+      'explicit' (our einsum-softmax-einsum, the reference), 'xla' or 'cudnn'
+      (`jax.nn.dot_product_attention` with that implementation; cuDNN flash
+      attention needs a GPU and bfloat16/float16), or 'auto' ('cudnn' where it applies,
+      else 'explicit'). Parameters and results are the same; weights are sown and
+      attention dropout applied through 'explicit' whatever is chosen.
     dtype: compute dtype name; parameters are stored in `param_dtype`.
     param_dtype: parameter dtype name.
     pad_id: padding id (also the BOS the decoder input starts with).
@@ -72,6 +79,7 @@ class TransformerConfig:
   max_len: int = 256
   attention_scale: Optional[float] = None
   rope_max_wavelength: float = 10_000.0
+  attention_impl: str = 'explicit'
   dtype: str = 'float32'
   param_dtype: str = 'float32'
   pad_id: int = 0
@@ -80,6 +88,8 @@ class TransformerConfig:
     checks = [
         (self.positional in POSITIONAL_KINDS, f'positional={self.positional!r}: use one of {POSITIONAL_KINDS}'),
         (self.norm_order in NORM_ORDERS, f'norm_order={self.norm_order!r}: use one of {NORM_ORDERS}'),
+        (self.attention_impl in ATTENTION_IMPLS,
+         f'attention_impl={self.attention_impl!r}: use one of {ATTENTION_IMPLS}'),
         (self.activation in ACTIVATIONS, f'activation={self.activation!r}: use one of {ACTIVATIONS}'),
         (self.dtype in DTYPES and self.param_dtype in DTYPES,
          f'dtype={self.dtype!r}, param_dtype={self.param_dtype!r}: use names from {DTYPES}'),
