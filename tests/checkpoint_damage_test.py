@@ -1,5 +1,5 @@
 """A damaged newest checkpoint in a whole run: evaluation skips it, training moves it aside and
-then saves its own steps (checkpoint_test.py covers each kind of damage on its own)."""
+then saves its own steps (checkpoint_damaged_steps_test.py covers each kind of damage on its own)."""
 import logging
 import pathlib
 

@@ -36,13 +36,8 @@ Checkpoint averaging for evaluation (the paper's §6.1) lives in averaging.py; i
 `Checkpointer.read_params`.
 """
 
-import contextlib
-import gc
-import json
 import math
 import os
-import re
-import sys
 from typing import Any, Optional, Sequence
 
 from absl import logging
@@ -51,6 +46,8 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from transformer_jax import checkpoint_errors
+from transformer_jax import checkpoint_trees
 from transformer_jax import checksums
 from transformer_jax.errors import UserError
 
@@ -61,185 +58,9 @@ _USER_META, _CHECKSUMS = 'meta', 'state_checksums'     # the keys of the meta it
 _FIX_MISMATCH = 'use the same config (vocab_size, model sizes) or a new --workdir'
 
 PyTree = Any
-
-
-class DamagedStepError(Exception):
-  """A step directory exists but cannot be read back, or its bytes fail their checksums.
-
-  The message says why in one line; public methods turn it into a UserError or a fallback.
-  """
-
-
-def abstract_state(state: PyTree) -> PyTree:
-  """Replaces every array of `state` by a ShapeDtypeStruct, for restoring without a real copy.
-
-  Works on concrete states and on the output of `jax.eval_shape` (whose structs carry no sharding).
-  Leaves without a sharding get the first local device, so orbax restores jax arrays there rather
-  than on whatever device the checkpoint was written from.
-
-  Args:
-    state: a pytree (e.g. a TrainState) of arrays, ShapeDtypeStructs and Python scalars.
-
-  Returns:
-    The same pytree with ShapeDtypeStructs in place of arrays; Python scalars are kept.
-  """
-  default_sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-
-  def to_abstract(leaf):
-    if not isinstance(leaf, (jax.Array, np.ndarray, jax.ShapeDtypeStruct)):
-      return leaf
-    sharding = getattr(leaf, 'sharding', None) or default_sharding
-    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
-
-  return jax.tree_util.tree_map(to_abstract, state)
-
-
-def _path_name(path) -> str:
-  """'params/decoder/embed/embedding' for a jax key path (dict keys, attributes, indices)."""
-  parts = []
-  for key in path:
-    for attr in ('key', 'name', 'idx'):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-    else:
-      parts.append(str(key))
-  return '/'.join(parts)
-
-
-def _stored_shape(leaf) -> tuple[int, ...]:
-  """The shape a leaf has on disk; typed PRNG keys are stored as their uint32 key data."""
-  shape = tuple(leaf.shape) if hasattr(leaf, 'shape') else np.shape(leaf)   # Python scalars
-  dtype = getattr(leaf, 'dtype', None)
-  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-    shape = tuple(jax.eval_shape(jax.random.key_data, leaf).shape)
-  return shape
-
-
-def _flat_shapes(tree: PyTree) -> dict[str, tuple[int, ...]]:
-  """Maps each leaf's path name to its stored shape, in flattening order."""
-  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {_path_name(path): _stored_shape(leaf) for path, leaf in flat}
-
-
-def _first_mismatch(saved: dict, expected: dict) -> Optional[str]:
-  """Describes the first path whose presence or shape differs, or returns None if all match."""
-  for name, shape in expected.items():
-    if name not in saved:
-      return f'no {name} but the config builds one of shape {shape}'
-    if saved[name] != shape:
-      return f'{name} of shape {saved[name]} but the config builds {shape}'
-  for name, shape in saved.items():
-    if name not in expected:
-      return f'{name} of shape {shape} that the config does not build'
-  return None
-
-
-def _check_host_state(state: PyTree) -> None:
-  """Refuses per-device (pmapped) arrays: checkpoints hold the unreplicated host state only."""
-  flat, _ = jax.tree_util.tree_flatten_with_path(state)
-  for path, leaf in flat:
-    if (isinstance(leaf, jax.Array) and len(leaf.sharding.device_set) > 1
-        and not leaf.sharding.is_fully_replicated):
-      raise ValueError(
-          f'save() got {_path_name(path)} split over {len(leaf.sharding.device_set)} devices; '
-          'pass the unreplicated host state (unreplicate it in parallel.py first)')
-
-
-def _check_json(name: str, value: Any) -> None:
-  """Fails now rather than in orbax's background thread when a dict is not JSON-serialisable."""
-  try:
-    json.dumps(value)
-  except TypeError as e:
-    raise TypeError(f'save() got a {name} that is not JSON-serialisable: {e}') from e
-
-
-def _short(error: BaseException) -> str:
-  """The first line of an error, for one-line log messages (tensorstore errors run long)."""
-  if type(error) is Exception and error.__cause__ is not None:
-    error = error.__cause__     # orbax's bare Exception only wraps tensorstore's real message
-  text = str(error).strip().splitlines()
-  return f'{type(error).__name__}: {text[0][:300] if text else ""}'
-
-
-def _is_storage_error(error: BaseException) -> bool:
-  """Whether `error` is how orbax/tensorstore report a storage problem rather than a bug.
-
-  On write, a full disk gives OSError or ValueError (RESOURCE_EXHAUSTED). On read, truncated
-  files give ValueError (DATA_LOSS), zero-length files JSONDecodeError (a ValueError), an emptied
-  dir KeyError, a vanished dir FileNotFoundError (TOOLCHAIN.md §3), and a truncated or deleted
-  array data file a bare `Exception` ("Encountered error while reading array index").
-  """
-  return isinstance(error, (ValueError, KeyError, OSError)) or type(error) is Exception
-
-
-@contextlib.contextmanager
-def _reading_step():
-  """Turns the errors of reading a damaged step into DamagedStepError."""
-  _quiet_abandoned_reads()
-  try:
-    yield
-  except DamagedStepError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except  (re-raised unless a storage error)
-    if not _is_storage_error(e):
-      raise
-    # A failed read abandons orbax's other read coroutines, whose finalizers raise again ("Exception
-    # ignored in <coroutine ...>"). Collected here rather than at a random later moment: a
-    # collection inside Python 3.11's ast.parse (e.g. while rendering a traceback) then corrupts
-    # the parser ("SystemError: AST constructor recursion depth mismatch").
-    gc.collect()
-    raise DamagedStepError(_short(e)) from e
-
-
-def _drop_abandoned_read(unraisable, _next=sys.unraisablehook) -> None:
-  """An unraisable-exception hook that drops tensorstore's reports on reads orbax abandoned.
-
-  When one array of a step fails to read, orbax's `asyncio.run` ends and closes its event loop
-  while tensorstore still completes the step's other reads on its own threads. Each completion
-  then calls `loop.call_soon_threadsafe` on the closed loop, and tensorstore reports the
-  `RuntimeError('Event loop is closed')` as unraisable, a bare traceback on stderr, at any moment
-  in the next milliseconds. Those reads belong to a step already reported as damaged; every
-  other unraisable exception reaches the hook that was there before.
-  """
-  error = unraisable.exc_value
-  if (unraisable.object is None and isinstance(error, RuntimeError)
-      and str(error) == 'Event loop is closed'):
-    return
-  _next(unraisable)
-
-
-def _quiet_abandoned_reads() -> None:
-  """Installs `_drop_abandoned_read` once per process (before the first read of a step)."""
-  if sys.unraisablehook is not _drop_abandoned_read:
-    _drop_abandoned_read.__defaults__ = (sys.unraisablehook,)
-    sys.unraisablehook = _drop_abandoned_read
-
-
-def _write_reason(error: BaseException) -> str:
-  """Why a save failed, in a few words: the OS error ('No space left on device') if there is one.
-
-  Tensorstore reports a full disk as `ValueError: RESOURCE_EXHAUSTED: Error writing ... No space
-  left on device [os_error_code='28']`, a message too long to keep whole.
-  """
-  while error is not None:
-    if isinstance(error, OSError) and error.strerror:
-      return error.strerror
-    code = re.search(r"os_error_code='(\d+)'", str(error))
-    if code:
-      return os.strerror(int(code.group(1)))
-    if error.__cause__ is None:
-      break
-    error = error.__cause__
-  return _short(error)
-
-
-def _verify(tree: PyTree, sums: Optional[dict], prefix: str = '') -> None:
-  """Raises DamagedStepError when an array's bytes differ from its saved checksum."""
-  if sums is not None:
-    changed = checksums.first_mismatch(tree, sums, prefix)
-    if changed:
-      raise DamagedStepError(f'{changed} differs from the checksum saved with it')
+# Re-exported: callers restore with these.
+abstract_state = checkpoint_trees.abstract_state
+DamagedStepError = checkpoint_errors.DamagedStepError
 
 
 def _split_meta(item: Any) -> tuple[Optional[dict], Optional[dict]]:
@@ -272,10 +93,10 @@ class _Manager(ocp.CheckpointManager):
     try:
       return super()._get_metrics(step)
     except Exception as e:  # pylint: disable=broad-except  (re-raised unless a storage error)
-      if not _is_storage_error(e):
+      if not checkpoint_errors.is_storage_error(e):
         raise
       logging.warning('checkpoint step %d: its saved metrics cannot be read (%s); it counts as '
-                      'having none', step, _short(e))
+                      'having none', step, checkpoint_errors.short(e))
       return None
 
 
@@ -369,13 +190,13 @@ class Checkpointer:
     Raises:
       UserError: this save, or the previous async one, could not be written (e.g. a full disk).
     """
-    _check_host_state(state)
+    checkpoint_trees.check_host_state(state)
     if jax.process_count() > 1:
       # With several processes orbax refuses a host-local jax.Array (the unreplicated copy on
       # one local device) but takes numpy values, which the primary process alone writes.
       state = jax.device_get(state)
-    _check_json('data_state', data_state)
-    _check_json('meta', meta)
+    checkpoint_trees.check_json('data_state', data_state)
+    checkpoint_trees.check_json('meta', meta)
     self.wait()      # a failed previous write is reported now, before anything else is started
     latest = self._manager.latest_step()
     if latest is not None and latest >= step:
@@ -395,7 +216,7 @@ class Checkpointer:
     try:
       started = self._manager.save(step, args=args, **extra)
     except Exception as e:  # pylint: disable=broad-except  (re-raised unless a storage error)
-      if not _is_storage_error(e):
+      if not checkpoint_errors.is_storage_error(e):
         raise
       raise self._write_error(step, e) from e
     if started and self._async:
@@ -408,9 +229,9 @@ class Checkpointer:
     self._manager.reload()
     kept = [s for s in self.all_steps() if s < step]
     kept_text = f'step {kept[-1]} is the newest kept' if kept else 'no earlier step exists'
+    reason = checkpoint_errors.write_reason(error)
     return UserError(f'checkpoint step {step} could not be written to {self.directory} '
-                     f'({_write_reason(error)}; {kept_text}): free disk space or fix the cause, '
-                     'then resume')
+                     f'({reason}; {kept_text}): free disk space or fix the cause, then resume')
 
   def wait(self) -> None:
     """Blocks until an async save in flight is on disk (before exit, before a restore).
@@ -428,10 +249,10 @@ class Checkpointer:
 
   def _unless_reported(self, error: Exception) -> None:
     """Re-raises `error` unless it is orbax raising a write failure we already reported."""
-    if not (self._write_failed and _is_storage_error(error)):
+    if not (self._write_failed and checkpoint_errors.is_storage_error(error)):
       raise error
     logging.warning('checkpoint write failure raised again by orbax (already reported): %s',
-                    _short(error))
+                    checkpoint_errors.short(error))
 
   def close(self) -> None:
     """Waits for any save in flight, then releases orbax's threads. Call at the end.
@@ -488,18 +309,18 @@ class Checkpointer:
     Raises:
       DamagedStepError: the step's metadata is damaged or missing.
     """
-    with _reading_step():
+    with checkpoint_errors.reading_step():
       item = self._manager.item_metadata(step)[_STATE]
     tree = getattr(item, 'tree', item)
     if not isinstance(tree, dict):   # a deleted _METADATA reads back as None
-      raise DamagedStepError(f'no readable {_STATE} metadata')
+      raise checkpoint_errors.DamagedStepError(f'no readable {_STATE} metadata')
     return tree
 
   def _check_fit(self, step: int, saved: PyTree, template: PyTree, prefix: str = '') -> None:
     """Raises UserError naming the first path that is missing, extra or of another shape."""
     def named(tree):
-      return {prefix + name: shape for name, shape in _flat_shapes(tree).items()}
-    mismatch = _first_mismatch(named(saved), named(template))
+      return {prefix + name: shape for name, shape in checkpoint_trees.flat_shapes(tree).items()}
+    mismatch = checkpoint_trees.first_mismatch(named(saved), named(template))
     if mismatch:
       raise UserError(f'checkpoint step {step} in {self.directory} has {mismatch}: {_FIX_MISMATCH}')
 
@@ -512,10 +333,10 @@ class Checkpointer:
     self._check_fit(step, self._saved_state_tree(step), abstract)
     args = ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract),
                                  _DATA: ocp.args.JsonRestore(), _META: ocp.args.JsonRestore()})
-    with _reading_step():
+    with checkpoint_errors.reading_step():
       restored = self._manager.restore(step, args=args)
     meta, sums = _split_meta(restored[_META])
-    _verify(restored[_STATE], sums)
+    checkpoint_errors.verify(restored[_STATE], sums)
     return restored[_STATE], restored[_DATA], meta
 
   def restore(self, template: PyTree, step: Optional[int] = None
@@ -537,7 +358,7 @@ class Checkpointer:
     """
     self.wait()
     self._manager.reload()   # another process (the trainer) may have saved since we opened
-    abstract = abstract_state(template)
+    abstract = checkpoint_trees.abstract_state(template)
     steps = self.all_steps()
     if step is not None:
       return self._restore_explicit(step, abstract, steps)
@@ -547,7 +368,7 @@ class Checkpointer:
     for candidate in reversed(steps):
       try:
         restored = self._restore_step(candidate, abstract)
-      except DamagedStepError as e:
+      except checkpoint_errors.DamagedStepError as e:
         logging.warning('checkpoint step %d in %s is damaged (%s); trying the previous step',
                         candidate, self.directory, e)
         damaged.append(candidate)
@@ -613,7 +434,7 @@ class Checkpointer:
                       f'pick one of the saved steps {list(steps)}')
     try:
       return (*self._restore_step(step, abstract), step)
-    except DamagedStepError as e:
+    except checkpoint_errors.DamagedStepError as e:
       raise self.damaged_step_error(step, e) from e
 
   def restore_params(self, template_params: PyTree, step: int) -> PyTree:
@@ -632,7 +453,7 @@ class Checkpointer:
     self.require_step(step)
     try:
       return self.read_params(template_params, step)
-    except DamagedStepError as e:
+    except checkpoint_errors.DamagedStepError as e:
       raise self.damaged_step_error(step, e) from e
 
   def require_step(self, step: int) -> None:
@@ -656,19 +477,19 @@ class Checkpointer:
         averaging.average_newest into a skip.
       UserError: its params do not fit the template.
     """
-    abstract = {'params': abstract_state(template_params)}
+    abstract = {'params': checkpoint_trees.abstract_state(template_params)}
     saved = self._saved_state_tree(step)
     if 'params' not in saved:
-      raise DamagedStepError('no params in the saved state')
+      raise checkpoint_errors.DamagedStepError('no params in the saved state')
     self._check_fit(step, saved['params'], abstract['params'], prefix='params/')
     args = ocp.args.PyTreeRestore(
         item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
         partial_restore=True)
-    with _reading_step():
+    with checkpoint_errors.reading_step():
       restored = self._reader().restore(step, args=ocp.args.Composite(
           **{_STATE: args, _META: ocp.args.JsonRestore()}))
     params = restored[_STATE]['params']
-    _verify(params, _split_meta(restored[_META])[1], prefix='params/')
+    checkpoint_errors.verify(params, _split_meta(restored[_META])[1], prefix='params/')
     return params
 
   def _reader(self) -> ocp.CheckpointManager:
