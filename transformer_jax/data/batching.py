@@ -228,14 +228,15 @@ def pack_batch(inputs, targets, packed_rows, rows, length):
     segmentation = np.zeros((rows, length), np.int32)
     position = np.zeros((rows, length), np.int32)
     for r, members in enumerate(packed_rows):
-      start = 0
-      for segment, i in enumerate(members, start=1):
-        seq = seqs[i]
-        end = start + len(seq)
-        tokens[r, start:end] = seq
-        segmentation[r, start:end] = segment
-        position[r, start:end] = np.arange(len(seq))
-        start = end
+      if not members:
+        continue
+      pieces = [seqs[i] for i in members]
+      sizes = np.fromiter((len(p) for p in pieces), np.int64, len(pieces))
+      used = int(sizes.sum())
+      starts = np.cumsum(sizes) - sizes
+      tokens[r, :used] = np.concatenate(pieces)
+      segmentation[r, :used] = np.repeat(np.arange(1, len(pieces) + 1), sizes)
+      position[r, :used] = np.arange(used) - np.repeat(starts, sizes)
     batch[key] = tokens
     batch[key + '_segmentation'] = segmentation
     batch[key + '_position'] = position
