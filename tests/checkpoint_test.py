@@ -263,6 +263,41 @@ def test_sigterm_flag_then_save_and_close_writes_the_step(tmp_path):
   np.testing.assert_array_equal(got['params']['w'], np.arange(1 << 20, dtype=np.float32))
 
 
+_SIGKILL_SCRIPT = textwrap.dedent('''
+    import os, signal, sys
+    import jax.numpy as jnp
+    from transformer_jax import checkpoint
+    size = int(sys.argv[2])
+    ckpt = checkpoint.Checkpointer(sys.argv[1], async_save=True)
+    ckpt.save(1, {'params': {'w': jnp.arange(size, dtype=jnp.float32)}, 'step': 1}, {'epoch': 1})
+    ckpt.wait()
+    ckpt.save(2, {'params': {'w': jnp.full(size, 2.0, jnp.float32)}, 'step': 2}, {'epoch': 2})
+    os.kill(os.getpid(), signal.SIGKILL)      # the 128 MB write of step 2 is in flight
+''')
+
+
+def test_sigkill_during_an_async_save_leaves_the_previous_step_restorable(tmp_path):
+  size = 1 << 25
+  env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT), 'JAX_PLATFORMS': 'cpu'}
+  proc = subprocess.run([sys.executable, '-c', _SIGKILL_SCRIPT, str(tmp_path), str(size)],
+                        env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+  ckpt_dir = tmp_path / 'checkpoints'
+  unfinished = [p.name for p in ckpt_dir.iterdir() if p.name.startswith('2.')]
+  assert unfinished, sorted(p.name for p in ckpt_dir.iterdir())   # killed mid-write, not after
+  template = {'params': {'w': jnp.zeros(size, jnp.float32)}, 'step': 0}
+  with checkpoint.Checkpointer(str(tmp_path), async_save=False) as ckpt:
+    assert ckpt.all_steps() == [1]
+    got, data_state, _, step = ckpt.restore(template)
+    assert step == 1 and data_state == {'epoch': 1} and got['step'] == 1
+    np.testing.assert_array_equal(got['params']['w'], np.arange(size, dtype=np.float32))
+    # The resumed run saves its own step 2 over nothing: the unfinished write is not in the way.
+    assert ckpt.save(2, {'params': {'w': jnp.ones(size, jnp.float32)}, 'step': 2}, {'epoch': 2})
+    assert ckpt.all_steps() == [1, 2]
+    got, _, _, step = ckpt.restore(template)
+  assert step == 2 and float(got['params']['w'][-1]) == 1.0
+
+
 def test_keep_checkpoints_below_one_is_refused_and_nothing_deleted(tmp_path):
   states = _save_steps(tmp_path, [1, 2])
   before = _snapshot(tmp_path)
