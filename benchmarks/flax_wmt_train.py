@@ -24,6 +24,7 @@ loss and the tied projection were differentiated by hand); base, vocab 37,000, 1
 import argparse
 import contextlib
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -31,6 +32,7 @@ import types
 
 from flax import jax_utils
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -137,13 +139,22 @@ def main():
   parser.add_argument('--rows', type=int, default=128)
   parser.add_argument('--length', type=int, default=32)
   parser.add_argument('--label_smoothing', type=float, default=0.1)
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'],
+                      help='compute dtype of both models (parameters stay float32)')
+  parser.add_argument('--attention_impl', default='explicit', help='ours: model.attention_impl')
   parser.add_argument('--parallelism', default='jit', choices=sorted(parallel.RUNNERS))
   parser.add_argument('--steps', type=int, default=3, help='timed steps per turn')
   parser.add_argument('--pairs', type=int, default=3)
   parser.add_argument('--flax_wmt_dir', default='')
   parser.add_argument('--flax_sdist', default='')
   parser.add_argument('--cache_dir', default=flax_wmt.DEFAULT_CACHE_DIR)
+  parser.add_argument('--copy_example_to', default='',
+                      help='only copy their example folder here (for a machine with no network)')
   args = parser.parse_args()
+  if args.copy_example_to:
+    shutil.copytree(flax_wmt.find_example_dir(args.flax_wmt_dir, args.flax_sdist, args.cache_dir),
+                    args.copy_example_to, dirs_exist_ok=True)
+    return
   if args.rows % jax.local_device_count():
     sys.exit(f'error: --rows={args.rows} is not divisible by the '
              f'{jax.local_device_count()} local devices: pass a multiple of it')
@@ -154,10 +165,11 @@ def main():
   with _example_imports(models, wmt_decode):
     train = flax_wmt.load_module(example_dir, 'train')
 
-  config = TransformerConfig.named(args.setting, vocab_size=args.vocab_size)
+  config = TransformerConfig.named(args.setting, vocab_size=args.vocab_size, dtype=args.dtype,
+                                  attention_impl=args.attention_impl)
   their_config = flax_wmt.flax_config(models, config, args.length, args.length).replace(
       dropout_rate=config.dropout_rate, attention_dropout_rate=config.attention_dropout_rate,
-      deterministic=False)
+      deterministic=False, dtype=jnp.dtype(args.dtype))
   rng = np.random.default_rng(0)
   batch = {k: rng.integers(3, args.vocab_size, (args.rows, args.length)).astype(np.int32)
            for k in ('inputs', 'targets')}
@@ -175,6 +187,7 @@ def main():
   print(json.dumps({
       'setting': args.setting, 'vocab_size': args.vocab_size, 'batch': [args.rows, args.length],
       'dropout_rate': config.dropout_rate, 'label_smoothing': args.label_smoothing,
+      'dtype': args.dtype, 'attention_impl': args.attention_impl,
       'ours_parallelism': args.parallelism, 'flax_parallelism': 'pmap',
       'devices': jax.local_device_count(), 'flax_wmt_dir': example_dir,
       'machine': decode_speed.machine(),

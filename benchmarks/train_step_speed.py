@@ -31,12 +31,14 @@ def main():
   parser.add_argument('--tokens', type=int, default=4096, help='target tokens per global batch')
   parser.add_argument('--length', type=int, default=32)
   parser.add_argument('--dtype', default='float32')
+  parser.add_argument('--attention_impl', default='explicit', help='model.attention_impl')
   parser.add_argument('--parallelism', default='pmap', choices=sorted(parallel.RUNNERS))
   parser.add_argument('--warmup', type=int, default=3)
   parser.add_argument('--steps', type=int, default=10)
   args = parser.parse_args()
 
-  config = TransformerConfig.named(args.setting, vocab_size=args.vocab_size, dtype=args.dtype)
+  config = TransformerConfig.named(args.setting, vocab_size=args.vocab_size, dtype=args.dtype,
+                                  attention_impl=args.attention_impl)
   model = Transformer(config)
   rows = max(args.tokens // args.length // jax.device_count(), 1) * jax.device_count()
   rng = np.random.default_rng(0)
@@ -67,6 +69,7 @@ def main():
   params = summary.count_params(runner.get_state(state).params)
   print(json.dumps({
       'setting': args.setting, 'dtype': args.dtype, 'parallelism': args.parallelism,
+      'attention_impl': args.attention_impl,
       'devices': jax.device_count(), 'platform': jax.devices()[0].platform,
       'params': params, 'batch': [rows, args.length], 'compile_s': round(compile_seconds, 2),
       'step_ms_median': round(step * 1e3, 1), 'target_tokens_per_s': round(tokens / step),
