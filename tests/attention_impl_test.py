@@ -97,7 +97,7 @@ def test_module_with_dropout_keeps_the_explicit_path():
 def test_transformer_with_xla_attention_equals_explicit_in_training_and_decoding():
   from transformer_jax import predict
   from transformer_jax.models.transformer import Transformer
-  config = TransformerConfig.named('tiny', vocab_size=30, num_layers=2, max_len=16)
+  config = TransformerConfig.named('tiny', vocab_size=30, num_layers=1, max_len=16)
   rng = np.random.default_rng(15)
   inputs = rng.integers(1, 30, (2, 7)).astype(np.int32)
   inputs[1, 4:] = 0
@@ -107,7 +107,7 @@ def test_transformer_with_xla_attention_equals_explicit_in_training_and_decoding
   models = [Transformer(config.replace(attention_impl=impl)) for impl in ('explicit', 'xla')]
   logits = [m.apply({'params': params}, inputs, targets) for m in models]
   np.testing.assert_allclose(logits[1], logits[0], atol=2e-5)
-  settings = predict.SearchSettings(method='beam', beam_size=3, max_extra_len=4)
+  settings = predict.SearchSettings(method='beam', beam_size=2, max_extra_len=3)
   outputs = [predict.predict_step(params, {'inputs': jnp.asarray(inputs)}, model=m,
                                   settings=settings, eos_id=2) for m in models]
   np.testing.assert_array_equal(outputs[1], outputs[0])

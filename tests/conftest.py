@@ -1,10 +1,27 @@
-"""Test set-up: 8 fake host devices so pmap/sharding code runs on CPU (as in flax's CI)."""
+"""Test set-up: 8 fake host devices so pmap/sharding code runs on CPU (as in flax's CI), and
+one persistent compilation cache for the whole session.
+
+Most of the suite's time is XLA compiling the same few small programs again (every training
+test builds the copy-task smoke model). JAX's persistent cache, in a folder made for this
+session and removed after it, lets every later compile of an identical program, in this
+process and in the launch.py subprocesses that inherit the environment, load the executable
+instead. A user's own JAX_COMPILATION_CACHE_DIR is respected.
+"""
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 # Must happen before jax is imported anywhere.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _CACHE_DIR = tempfile.mkdtemp(prefix='transformer_jax_tests_xla_cache_')
+  atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE_DIR
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 import pytest
 

@@ -29,14 +29,20 @@ def setup_model(**changes):
   return config, model, variables['params'], inputs, targets
 
 
+_JACOBIANS = {}      # id(model) -> (model, jitted gradient): one compile per model, not per call
+
+
 def embedding_jacobian(model, params, inputs, targets, side, out_pos):
   """|d logits[:, out_pos] / d embedded[side][:, j]| summed, for every position j."""
-  def out_at(perturb_enc, perturb_dec):
-    perturbations = {'encoder': {'embedded': perturb_enc}, 'decoder': {'embedded': perturb_dec}}
-    logits = model.apply({'params': params, 'perturbations': perturbations}, inputs, targets)
-    return jnp.sum(logits[:, out_pos] * jnp.linspace(0.5, 1.5, logits.shape[-1]))
+  if id(model) not in _JACOBIANS:
+    def out_at(params, inputs, targets, perturb_enc, perturb_dec, out_pos):
+      perturbations = {'encoder': {'embedded': perturb_enc}, 'decoder': {'embedded': perturb_dec}}
+      logits = model.apply({'params': params, 'perturbations': perturbations}, inputs, targets)
+      return jnp.sum(logits[:, out_pos] * jnp.linspace(0.5, 1.5, logits.shape[-1]))
+    _JACOBIANS[id(model)] = (model, jax.jit(jax.grad(out_at, argnums=(3, 4))))
+  gradient = _JACOBIANS[id(model)][1]
   zeros = lambda ids: jnp.zeros(ids.shape + (model.config.model_dim,))
-  grads = jax.grad(out_at, argnums=(0, 1))(zeros(inputs), zeros(targets))
+  grads = gradient(params, inputs, targets, zeros(inputs), zeros(targets), out_pos)
   grad = grads[0] if side == 'encoder' else grads[1]
   return np.abs(np.asarray(grad)).sum(-1)               # [batch, length]
 
