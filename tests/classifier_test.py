@@ -72,7 +72,8 @@ def test_mean_pooling_is_the_masked_mean_of_the_encoder_output():
                              + np.asarray(dense['bias']), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('pooling', ['mean', 'cls'])
+# cls twins are slow; test_cls_pooling_reads_the_class_token_output stays.
+@pytest.mark.parametrize('pooling', ['mean', pytest.param('cls', marks=pytest.mark.slow)])
 def test_logits_do_not_depend_on_padding(pooling):
   model, params = _init(_config(pooling))
   apply = jax.jit(model.apply)
@@ -125,7 +126,7 @@ def _token_task(rng, rows, length=10):
   return {'inputs': inputs, 'label': label}
 
 
-@pytest.mark.parametrize('pooling', ['mean', 'cls'])
+@pytest.mark.parametrize('pooling', ['mean', pytest.param('cls', marks=pytest.mark.slow)])
 def test_learns_whether_a_token_occurs(pooling):
   config = _config(pooling, num_classes=2, num_layers=1)
   model = EncoderClassifier(config)

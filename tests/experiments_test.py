@@ -35,7 +35,9 @@ def smoke_config(name, shared=None):
 
 
 # The three slowest smoke trainings (about a minute each on 2 cores) run with `-m slow`.
-SLOW_SMOKE = ('rnn_seq2seq', 'sst2_classifier', 'wmt14')
+# Slow twins: copy_task trains in many default tests (launch, catalogue, trainer), the LM in
+# lm_test; the others are minutes each.
+SLOW_SMOKE = ('copy_task', 'multi30k_lm', 'rnn_seq2seq', 'sst2_classifier', 'wmt14')
 
 
 @pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SMOKE else n
