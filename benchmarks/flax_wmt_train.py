@@ -23,6 +23,7 @@ loss and the tied projection were differentiated by hand); base, vocab 37,000, 1
 """
 import argparse
 import contextlib
+import importlib
 import json
 import shutil
 import statistics
@@ -59,7 +60,8 @@ class _Stub(types.ModuleType):
 def _example_imports(models, wmt_decode):
   """Lets their train.py import: its siblings are ours to give, the unused ones stubs."""
   # Flax's own modules look for TensorFlow when imported: import them before the stubs.
-  import flax.training.checkpoints, flax.training.common_utils, flax.training.dynamic_scale  # pylint: disable=g-import-not-at-top,multiple-imports,unused-import
+  for name in ('checkpoints', 'common_utils', 'dynamic_scale'):
+    importlib.import_module(f'flax.training.{name}')
   saved = {name: sys.modules.get(name) for name in (*_STUBBED, 'models', 'decode')}
   sys.modules.update({name: _Stub(name) for name in _STUBBED})
   sys.modules['models'], sys.modules['decode'] = models, wmt_decode

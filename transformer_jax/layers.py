@@ -101,7 +101,8 @@ def make_attention(config: TransformerConfig, name: str, *, rotary: bool, decode
       num_heads=config.num_heads, head_dim=config.qk_dim, value_dim=config.v_dim,
       dropout_rate=config.attention_dropout_rate, scale=config.attention_scale,
       rotary=rotary, rope_max_wavelength=config.rope_max_wavelength, decode=decode,
-      implementation=config.attention_impl, dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype), name=name)
+      implementation=config.attention_impl, dtype=jnp.dtype(config.dtype),
+      param_dtype=jnp.dtype(config.param_dtype), name=name)
 
 
 def make_norm(config: TransformerConfig, name: str) -> nn.LayerNorm:
