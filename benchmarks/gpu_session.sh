@@ -4,7 +4,7 @@
 #   bash ../shared/gpu/prepare.sh                       # here, once: fills .whl/ and .data/
 #   python -m benchmarks.flax_wmt_train --copy_example_to=.flax_wmt   # their example, no network there
 #   run(command='source .whl/env.sh; bash benchmarks/gpu_session.sh step "$OUT"',
-#       carry=['.whl', '.data', '.flax_wmt'], timeout_s=540)
+#       carry=['.whl', '.data', '.flax_wmt'], timeout_s=600)
 #   run(command='source .whl/env.sh; bash benchmarks/gpu_session.sh recipe "$OUT"',
 #       carry=['.whl', '.data'], timeout_s=540)
 #
@@ -74,7 +74,7 @@ print(json.dumps({"bf16_matmul_tflops": round(2 * n ** 3 / s / 1e12, 3), "n": n,
       "${flax_rows[@]}" --dtype=bfloat16 --attention_impl=auto --steps=5 --pairs=3 \
       --flax_wmt_dir="${FLAX_WMT_DIR:-.flax_wmt}"
     for k in 1 8; do
-      part_run "loop_k$k" 120 python benchmarks/loop_speed.py "${loop[@]}" --steps_per_loop=$k \
+      part_run "loop_k$k" 170 python benchmarks/loop_speed.py "${loop[@]}" --steps_per_loop=$k \
         --experiment.data.raw_dir="$data" --experiment.train.parallelism=jit
     done
     ;;
