@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #16's GPU figures in two prepared device calls (each well under the 10-minute limit):
+# Issue #16's GPU figures in two prepared device calls, each meant to fit one call's 10 minutes:
 #
 #   bash ../shared/gpu/prepare.sh                       # here, once: fills .whl/ and .data/
 #   python -m benchmarks.flax_wmt_train --copy_example_to=.flax_wmt   # their example, no network there
