@@ -34,12 +34,12 @@ import types
 from flax import jax_utils
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from benchmarks import decode_speed
 from benchmarks import flax_wmt
-from transformer_jax import optim, parallel, steps, summary
+from benchmarks.train_step_speed import make_optimizer
+from transformer_jax import parallel, steps, summary
 from transformer_jax.config import TransformerConfig
 from transformer_jax.models.transformer import Transformer
 
@@ -73,13 +73,6 @@ def _example_imports(models, wmt_decode):
         sys.modules.pop(name, None)
       else:
         sys.modules[name] = module
-
-
-def make_optimizer(model_dim):
-  config = ml_collections.ConfigDict(dict(
-      schedule='rsqrt', learning_rate=None, warmup_steps=4000, b1=0.9, b2=0.98, eps=1e-9,
-      weight_decay=0.0, grad_clip_norm=0.0, grad_accum_steps=1))
-  return optim.make_optimizer(config, model_dim, 100_000)
 
 
 def our_stepper(config, batch, parallelism, label_smoothing):

@@ -120,9 +120,8 @@ def fused_attention(query: jnp.ndarray,
   output = jax.nn.dot_product_attention(query, key, value, bias=bias, mask=mask, scale=scale,
                                         implementation=implementation)
   if mask is not None:
-    has_key = jnp.any(mask, axis=-1)                                  # [b|1, h|1, q]
-    has_key = jnp.broadcast_to(has_key, (has_key.shape[0], has_key.shape[1], query.shape[1]))
-    output = output * jnp.transpose(has_key, (0, 2, 1))[..., None].astype(output.dtype)
+    has_key = jnp.any(mask, axis=-1, keepdims=True)                   # [b|1, h|1, q|1, 1]
+    output = output * jnp.swapaxes(has_key, 1, 2).astype(output.dtype)
   return output
 
 

@@ -91,7 +91,7 @@ def _fused_token_losses(logits, targets, label_smoothing):
 def _fused_forward(logits, targets, label_smoothing):
   confidence, low, entropy = _smoothing_constants(label_smoothing, logits.shape[-1])
   z = logits.astype(jnp.float32)
-  top = jax.lax.stop_gradient(jnp.max(z, axis=-1))
+  top = jnp.max(z, axis=-1)
   lse = top + jnp.log(jnp.sum(jnp.exp(z - top[..., None]), axis=-1))
   target_logit = jnp.take_along_axis(z, targets[..., None], axis=-1)[..., 0]
   smoothed = lse - (confidence - low) * target_logit - low * jnp.sum(z, axis=-1) - entropy
