@@ -94,12 +94,13 @@ def decode_batch(params, inputs, rng, *, model, method, beam_size, cached, out_l
   """Output ids [batch, out_len] of one search over `inputs` [batch, src_len]."""
   batch_size = inputs.shape[0]
   encoded = model.apply({'params': params}, inputs, method='encode')
-  if method == 'beam':
-    encoded, inputs = decode.expand_to_beams((encoded, inputs), beam_size)
+  beams = beam_size if method == 'beam' else 1
   if cached:
-    cache = predict.init_cache(model, params, encoded, inputs, out_len)
+    encoded, inputs = predict.for_beams(model, encoded, inputs, beams)
+    cache = predict.init_cache(model, params, encoded, inputs, out_len, rows=batch_size * beams)
     fn = predict.make_tokens_to_logits(model, params, encoded, inputs)
   else:
+    encoded, inputs = decode.expand_to_beams((encoded, inputs), beams)
     cache, fn = uncached_parts(model, params, encoded, inputs, out_len)
   fn = without_eos(fn, EOS_ID)
   common = dict(batch_size=batch_size, max_decode_len=out_len, eos_id=EOS_ID)

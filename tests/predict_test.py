@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tests import beam_checks
+from transformer_jax import decode
 from transformer_jax import parallel
 from transformer_jax import predict
 from transformer_jax.config import TransformerConfig
@@ -60,3 +61,27 @@ def test_predict_under_pmap_equals_direct_call():
   runner = parallel.make_runner('pmap', model=model, label_smoothing=0.0)
   sharded = runner.run_replicated(fn, runner.put_state(params), runner.put_batch({'inputs': inputs}))
   np.testing.assert_array_equal(sharded, np.asarray(jax.jit(fn)(params, {'inputs': inputs})))
+
+
+def test_beams_sharing_one_source_copy_search_as_beams_with_tiled_sources():
+  """The Transformer's beams read one untiled copy of their source (predict.for_beams):
+  the search must be the one over a source tiled per beam (the RNN models' way)."""
+  model, params, inputs = trained_like_model()
+  beam, max_len = 3, 9
+  encoded = model.apply({'params': params}, inputs, method='encode')
+
+  def search(encoded, inputs):
+    cache = predict.init_cache(model, params, encoded, inputs, max_len, rows=8 * beam)
+    fn = predict.make_tokens_to_logits(model, params, encoded, inputs)
+    return cache, decode.beam_search(cache, fn, batch_size=8, beam_size=beam, alpha=0.6,
+                                     max_decode_len=max_len, eos_id=EOS)
+
+  shared_cache, (shared_seqs, shared_scores) = search(*predict.for_beams(model, encoded, inputs, beam))
+  tiled_cache, (tiled_seqs, tiled_scores) = search(*decode.expand_to_beams((encoded, inputs), beam))
+  rows = lambda cache, name: {x.shape[0] for path, x in jax.tree_util.tree_leaves_with_path(cache)
+                              if name in jax.tree_util.keystr(path)}
+  assert rows(shared_cache, 'cross_key') == {8} and rows(tiled_cache, 'cross_key') == {8 * beam}
+  assert rows(shared_cache, 'cached_key') == {8 * beam}
+  np.testing.assert_array_equal(shared_seqs, tiled_seqs)
+  np.testing.assert_allclose(shared_scores, tiled_scores, rtol=1e-5)
+  assert np.all(np.asarray(shared_scores)[:, 0] > decode.NEG_INF / 2)   # real hypotheses

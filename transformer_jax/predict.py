@@ -48,18 +48,20 @@ class SearchSettings:
 
 
 def init_cache(model: Any, params: Any, encoded: jnp.ndarray, inputs: jnp.ndarray,
-               max_decode_len: int) -> Any:
+               max_decode_len: int, rows: Optional[int] = None) -> Any:
   """The decoder's 'cache' collection, with the encoder keys/values already projected.
 
   Args:
     model: the encoder-decoder (decoding=False is fine; a decoding clone is used).
     params: trained parameters (the cross-attention cache is computed from them).
-    encoded: [n, src_len, model_dim] encoder output (already tiled for beams).
+    encoded: [n, src_len, model_dim] encoder output (see `for_beams`).
     inputs: [n, src_len] source ids (for the padding mask).
     max_decode_len: number of target positions the self-attention cache holds.
+    rows: decoder rows (default n; n * beam when a model with `beams_share_source`
+      decodes beams of untiled sources).
   """
   decoder = model.clone(decoding=True)
-  placeholder = jnp.zeros((inputs.shape[0], max_decode_len), jnp.int32)
+  placeholder = jnp.zeros((rows or inputs.shape[0], max_decode_len), jnp.int32)
   _, variables = decoder.apply({'params': params}, encoded, inputs, placeholder,
                                method='decode', mutable=['cache'])
   return variables['cache']
@@ -79,6 +81,15 @@ def make_tokens_to_logits(model: Any, params: Any, encoded: jnp.ndarray,
   return tokens_to_logits
 
 
+def for_beams(model: Any, encoded: jnp.ndarray, inputs: jnp.ndarray, beam_size: int):
+  """(encoded, inputs) as a beam search's decoder takes them: tiled once per beam
+  (`decode.expand_to_beams`), unless the model's beams share one copy of their source
+  (`beams_share_source`, the Transformer: its cross-attention reads each source once)."""
+  if getattr(model, 'beams_share_source', False):
+    return encoded, inputs
+  return decode.expand_to_beams((encoded, inputs), beam_size)
+
+
 def decode_lengths(inputs: jnp.ndarray, settings: SearchSettings, max_len: int) -> Tuple[int, jnp.ndarray]:
   """(static cache length, per-example max output length = source length + max_extra_len)."""
   max_decode_len = min(inputs.shape[1] + settings.max_extra_len, max_len)
@@ -96,8 +107,9 @@ def predict_step(params: Any, batch: dict, *, model: Any, settings: SearchSettin
   common = dict(batch_size=batch_size, max_decode_len=max_decode_len, eos_id=eos_id,
                 max_lengths=max_lengths)
   if settings.method == 'beam':
-    encoded, inputs = decode.expand_to_beams((encoded, inputs), settings.beam_size)
-    cache = init_cache(model, params, encoded, inputs, max_decode_len)
+    encoded, inputs = for_beams(model, encoded, inputs, settings.beam_size)
+    cache = init_cache(model, params, encoded, inputs, max_decode_len,
+                       rows=batch_size * settings.beam_size)
     fn = make_tokens_to_logits(model, params, encoded, inputs)
     sequences, _ = decode.beam_search(cache, fn, beam_size=settings.beam_size,
                                       alpha=settings.alpha, **common)

@@ -5,7 +5,7 @@
 `decoding=True` the decoder runs one target position per call against a key/value cache
 (see `transformer_jax.decode`).
 """
-from typing import Optional
+from typing import ClassVar, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -110,9 +110,13 @@ class Transformer(nn.Module):
   Call signature matches a batch dict: `model.apply(variables, **batch, deterministic=...)`.
   `decoding=True` turns on the key/value cache (the attribute cannot be called `decode`
   as in the leaf modules, since `decode` is the method the paper's decoder half runs).
+  When decoding, `encoded` and `inputs` may have n times fewer rows than the targets
+  (`beams_share_source`): decoder rows g*n ... g*n+n-1 then read source row g, so a beam
+  search keeps one copy of each source's cross-attention keys/values, not one per beam.
   """
   config: TransformerConfig
   decoding: bool = False
+  beams_share_source: ClassVar[bool] = True
 
   def setup(self):
     cfg = self.config
@@ -150,7 +154,7 @@ class Transformer(nn.Module):
     """
     pad = self.config.pad_id
     if self.decoding:
-      cross_mask = attention.make_attention_mask(jnp.ones(targets.shape, jnp.bool_), inputs != pad)
+      cross_mask = (inputs != pad)[:, None, None, :]   # per source row (beams may share one)
       return self.decoder(targets, encoded, None, cross_mask, targets_position, deterministic)
     decoder_inputs = shift_right(targets, targets_segmentation, bos_id=pad)
     segment_self = segment_cross = None
