@@ -15,6 +15,7 @@ import pytest
 
 from transformer_jax import workdir as workdir_lib
 from transformer_jax.sweep import report
+from transformer_jax.sweep import runner
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -131,6 +132,19 @@ def test_parallel_members_match_the_sequential_sweep(reference, tmp_path):
   done = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={parallel}', '--sweep_parallel=2')
   assert done.returncode == 0, done.stderr[-3000:]
   assert results(parallel) == results(workdir)
+  cores = sorted(os.sched_getaffinity(0))
+  if len(cores) >= 2:     # each member ran pinned to its own half of the cores
+    half = len(cores) // 2
+    assert f'on cores {cores[0]}-{cores[half - 1]}' in done.stderr
+    assert f'on cores {cores[half]}-{cores[2 * half - 1]}' in done.stderr
+
+
+def test_cpu_shares_split_the_cores_into_disjoint_equal_parts(monkeypatch):
+  monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1, 2, 3, 5}, raising=False)
+  assert runner.cpu_shares(2) == [[0, 1], [2, 3]]
+  assert runner.cpu_shares(5) == [[0], [1], [2], [3], [5]]
+  assert runner.cpu_shares(6) == [None] * 6          # fewer cores than members: no pinning
+  assert runner.cpu_shares(1) == [None]
 
 
 @pytest.mark.slow
