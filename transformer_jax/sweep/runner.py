@@ -234,6 +234,12 @@ def run_all(plan: Plan, parallel: int = 1, log=print) -> Dict[str, str]:
   if gpus and parallel > len(gpus):
     raise UserError(f'--sweep_parallel={parallel} but only {len(gpus)} GPUs are visible: give '
                     f'--sweep_parallel={len(gpus)} or fewer')
+  lock, unlocked_log = threading.Lock(), log
+
+  def log(line):                     # concurrent members: one whole line at a time
+    with lock:
+      unlocked_log(line)
+
   free = queue.Queue()
   shares = [None] * parallel if gpus else cpu_shares(parallel)
   for slot in range(parallel):
