@@ -1,6 +1,7 @@
 """Tests for transformer_jax.data.multi30k (TFDS builder over the raw task 1 files)."""
 import gzip
 import os
+import tempfile
 
 import pytest
 
@@ -78,6 +79,17 @@ def test_other_pair_from_a_local_folder(tmp_path):
   assert builder.builder_config.name == 'en-fr'
   record = builder.as_data_source('validation')[2]
   assert record == {'en': b'val en line 2', 'fr': b'val fr line 2'}
+
+
+def test_preparing_leaves_no_empty_folders_in_the_temporary_directory(tmp_path):
+  """TFDS makes a /tmp/tmp*tfds folder for every builder of an unprepared dataset and leaves
+  it (preparation.quiet_builder removes them): CI and sweeps made thousands."""
+  strays = lambda: {p for p in os.listdir(tempfile.gettempdir()) if p.endswith('tfds')}
+  before = strays()
+  raw = _tiny_raw(str(tmp_path / 'raw'))
+  multi30k.check_prepared_or_raw(str(tmp_path / 'tfds'), 'fr', 'en', raw)
+  assert multi30k.prepare(str(tmp_path / 'tfds'), 'fr', 'en', raw).is_prepared()
+  assert strays() - before == set()
 
 
 def test_missing_raw_dir_is_a_user_error(tmp_path):

@@ -122,8 +122,8 @@ def check_raw_files(raw_dir, languages=LANGUAGES):
 def check_prepared_or_raw(data_dir, lang_a, lang_b, raw_dir):
   """Raises UserError, before anything is written, unless the pair is prepared in `data_dir`
   or `raw_dir` holds good raw files for it (see check_raw_files)."""
-  builder = Multi30k(data_dir=data_dir, config=pair_name(lang_a, lang_b),
-                     file_format='array_record')   # creating a builder writes nothing
+  builder = preparation.quiet_builder(lambda: Multi30k(
+      data_dir=data_dir, config=pair_name(lang_a, lang_b), file_format='array_record'))
   if not builder.is_prepared():
     check_raw_files(raw_dir, (lang_a, lang_b))
 

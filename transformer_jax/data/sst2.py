@@ -153,8 +153,9 @@ def check_available(data_config, workdir):
   if data_config.pack:
     raise UserError('SST-2 batches carry one label per row, so they cannot be packed: set '
                     '--experiment.data.pack=False')
-  if not Sst2(data_dir=pipeline.data_dir(data_config, workdir),
-              file_format='array_record').is_prepared():
+  data_dir = pipeline.data_dir(data_config, workdir)
+  if not preparation.quiet_builder(
+      lambda: Sst2(data_dir=data_dir, file_format='array_record')).is_prepared():
     check_raw_files(data_config.raw_dir)
 
 

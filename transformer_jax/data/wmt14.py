@@ -286,7 +286,8 @@ def check_prepared_or_raw(data_dir, raw_dir):
   (TFDS's wmt14_translate or this builder's) or `raw_dir` holds good raw files."""
   if tfds_source(data_dir, 'validation') is not None:
     return
-  builder = Wmt14(data_dir=data_dir, config='de-en', file_format='array_record')  # writes nothing
+  builder = preparation.quiet_builder(
+      lambda: Wmt14(data_dir=data_dir, config='de-en', file_format='array_record'))
   if not builder.is_prepared():
     check_raw_files(raw_dir, data_dir)
 
