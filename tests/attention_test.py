@@ -143,3 +143,26 @@ def test_self_attention_cache_equals_full_causal_pass():
     out, state = cached.apply({'params': params, **state}, x[:, t:t + 1], mutable=['cache'])
     steps.append(out)
   np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=1e-5)
+  # The cache is kept heads-first, [batch, heads, length, d_k]: steps read it without a copy.
+  assert state['cache']['cached_key'].shape == (2, 2, 5, 4)
+
+
+def test_decoding_cross_attention_groups_query_rows_over_fewer_source_rows():
+  """Rows 3g..3g+2 over source row g (a beam search's beams sharing one source) equal
+  each row over its own copy of that source; a count that is not a multiple is refused."""
+  rng = np.random.default_rng(7)
+  memory = rng.normal(size=(2, 4, 8)).astype(np.float32)
+  queries = rng.normal(size=(6, 1, 8)).astype(np.float32)
+  mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool)
+  module = attention.MultiHeadAttention(num_heads=2, head_dim=4, decode=True)
+  params = module.init(jax.random.key(0), queries, np.repeat(memory, 3, 0))['params']
+
+  def step(memory, mask):
+    _, state = module.apply({'params': params}, queries, memory, mutable=['cache'])
+    return module.apply({'params': params, **state}, queries, memory,
+                        mask=mask[:, None, None, :], mutable=['cache'])[0]
+  shared = step(memory, mask)
+  tiled = step(np.repeat(memory, 3, 0), np.repeat(mask, 3, 0))
+  np.testing.assert_allclose(shared, tiled, atol=1e-6)
+  with pytest.raises(ValueError, match='whole number of query rows'):
+    step(memory[:1].repeat(4, 0), mask[:1].repeat(4, 0))
