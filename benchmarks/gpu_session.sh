@@ -7,21 +7,25 @@
 #       carry=['.whl', '.data', '.flax_wmt'], timeout_s=600)
 #   run(command='source .whl/env.sh; bash benchmarks/gpu_session.sh recipe "$OUT"',
 #       carry=['.whl', '.data'], timeout_s=540)
+#   run(command='source .whl/env.sh; bash benchmarks/gpu_session.sh decode "$OUT"',
+#       carry=['.whl', '.flax_wmt'], timeout_s=300)        # if device time is left
 #
 # `step`: the bf16 matmul rate; the base
 # model's bf16 step at ~25k target tokens with the explicit and the 'auto' (cuDNN) attention;
 # the same against the Flax WMT example; the real loop against the bare step on Multi30k at
 # K=1 and K=8 steps per call (jit: one device). `recipe` (about 4 min): the Multi30k :preln
-# recipe with K=8, jit. Not yet run on a GPU (none was lent since it was written): the part
+# recipe with K=8, jit. `decode` (about 3 min): beam 5 against the Flax WMT example's, tiny at
+# batch 16 and base at batch 64, and our searches with and without the cache. Not yet run on a GPU (none was lent since it was written): the part
 # timeouts follow ../shared/gpu/README.md (30-40 s to compile a step there, 3.6 training minutes
 # for the recipe at K=1).
 # Each part has its own timeout and writes <name>.json / <name>.log under the output folder,
 # so one failing part costs only itself. Try it here first on tiny settings:
 #   GPU_SESSION_SMOKE=1 bash benchmarks/gpu_session.sh step /tmp/gpu_out
 #   GPU_SESSION_SMOKE=1 bash benchmarks/gpu_session.sh recipe /tmp/gpu_out
+#   GPU_SESSION_SMOKE=1 FLAX_WMT_DIR=<their examples/wmt> bash benchmarks/gpu_session.sh decode /tmp/gpu_out
 set -u
-part=${1:?usage: gpu_session.sh step|recipe OUTPUT_DIR}
-out=${2:?usage: gpu_session.sh step|recipe OUTPUT_DIR}
+part=${1:?usage: gpu_session.sh step|recipe|decode OUTPUT_DIR}
+out=${2:?usage: gpu_session.sh step|recipe|decode OUTPUT_DIR}
 mkdir -p "$out"
 data=${GPU_SESSION_DATA:-.data/multi30k}
 [ -d "$data" ] || data=../shared/data/multi30k
@@ -45,6 +49,7 @@ if [ "$smoke" = 1 ]; then
   loop=(--steps=30 --warmup_steps=10 --bare_steps=10 --checkpoint_every_steps=20
         --experiment=experiments/multi30k.py:smoke)
   recipe=(--experiment=experiments/multi30k.py:smoke)
+  decode_sizes=("--setting=tiny --vocab_size=1000 --batch=4 --src_len=8 --out_len=8")
 else
   matmul_n=8192
   base=(--setting=base --vocab_size=37000 --length=64)
@@ -53,6 +58,8 @@ else
   loop=(--steps=1000 --warmup_steps=100 --bare_steps=200 --checkpoint_every_steps=200
         --experiment=experiments/multi30k.py:preln)
   recipe=(--experiment=experiments/multi30k.py:preln)
+  decode_sizes=("--setting=tiny --vocab_size=8000 --batch=16 --src_len=32 --out_len=64"
+                "--setting=base --vocab_size=37000 --batch=64 --src_len=32 --out_len=64")
 fi
 
 case "$part" in
@@ -87,8 +94,18 @@ print(json.dumps({"bf16_matmul_tflops": round(2 * n ** 3 / s / 1e12, 3), "n": n,
     grep -h -E "bleu|steps/s" "$out/recipe_preln_k8.log" | tail -n 20 > "$out/recipe_summary.txt"
     rm -rf "$work"
     ;;
+  decode)
+    for sizes in "${decode_sizes[@]}"; do
+      name=$(echo "$sizes" | sed -E 's/--setting=([a-z]+).*--batch=([0-9]+).*/\1_b\2/')
+      # shellcheck disable=SC2086  # the sizes are flags, split on purpose
+      part_run "flax_decode_$name" 120 python -m benchmarks.flax_wmt $sizes --repeats=3 \
+        --flax_wmt_dir="${FLAX_WMT_DIR:-.flax_wmt}"
+      # shellcheck disable=SC2086
+      part_run "decode_speed_$name" 120 python -m benchmarks.decode_speed $sizes --repeats=3
+    done
+    ;;
   *)
-    echo "unknown part $part: use step or recipe" >&2
+    echo "unknown part $part: use step, recipe or decode" >&2
     exit 2
     ;;
 esac
