@@ -132,11 +132,23 @@ def test_parallel_members_match_the_sequential_sweep(reference, tmp_path):
   done = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={parallel}', '--sweep_parallel=2')
   assert done.returncode == 0, done.stderr[-3000:]
   assert results(parallel) == results(workdir)
+  assert 'on cores' not in done.stderr           # pinning is asked for, not the default
+
+
+@pytest.mark.slow
+def test_pinned_members_run_on_their_own_cores(reference, tmp_path):
+  tmp, _, _ = reference
   cores = sorted(os.sched_getaffinity(0))
-  if len(cores) >= 2:     # each member ran pinned to its own half of the cores
-    half = len(cores) // 2
-    assert f'on cores {cores[0]}-{cores[half - 1]}' in done.stderr
-    assert f'on cores {cores[half]}-{cores[2 * half - 1]}' in done.stderr
+  if len(cores) < 2:
+    pytest.skip('needs 2 cores')
+  pinned = tmp_path / 'pinned'
+  done = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={pinned}', '--sweep_parallel=2',
+                '--sweep_pin_cores')
+  assert done.returncode == 0, done.stderr[-3000:]
+  half = len(cores) // 2
+  assert f'on cores {cores[0]}-{cores[half - 1]}' in done.stderr
+  assert f'on cores {cores[half]}-{cores[2 * half - 1]}' in done.stderr
+  assert len(list(pinned.glob('*/done.json'))) == 4
 
 
 def test_cpu_shares_split_the_cores_into_disjoint_equal_parts(monkeypatch):

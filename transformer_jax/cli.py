@@ -72,6 +72,9 @@ _SWEEP = flags.DEFINE_string('sweep', None, 'sweep file, optionally with a varia
                              'experiments/ablations/<name>.py[:variant]; runs its members')
 _SWEEP_PARALLEL = flags.DEFINE_integer('sweep_parallel', 1, 'sweep: members run at once (one '
                                        'GPU each where there are GPUs)')
+_SWEEP_PIN_CORES = flags.DEFINE_bool(
+    'sweep_pin_cores', False, 'sweep on a CPU: pin each of the --sweep_parallel members to its '
+    'own share of the cores (more members per hour; their floats then differ from unpinned runs)')
 _SWEEP_LIST = flags.DEFINE_bool('sweep_list', False, 'sweep: print index, name, status and '
                                 'command of every member, then exit')
 _SWEEP_MEMBER = flags.DEFINE_integer('sweep_member', None, 'sweep: run only member K (for a '
@@ -215,6 +218,7 @@ def run(argv, launcher=DEFAULT_LAUNCHER):
   if _SWEEP.value is not None:
     from transformer_jax.sweep import commands
     commands.main(_SWEEP.value, _WORKDIR.value, _MODE.value, parallel=_SWEEP_PARALLEL.value,
+                  pin_cores=_SWEEP_PIN_CORES.value,
                   list_only=_SWEEP_LIST.value, member=_SWEEP_MEMBER.value,
                   extra=[a for a in sys.argv[1:] if a.startswith('--experiment.')],
                   launcher=list(launcher))

@@ -10,7 +10,7 @@ warmup updates, 600 steps, checkpoints every 100 steps with the last 3 averaged 
 evaluation (beam 5 on all 1,014 validation sentences). Measured on the 2-core CPU (AMD EPYC,
 jax 0.10.2, a day when a jit 2048^3 f32 matmul ran at 115 GFLOP/s), baseline, seed 0:
 validation bleu_tok_lc 20.92, perplexity 20.1; 9.9 training minutes and 2.0 evaluation
-minutes on both cores. Pinned one member per core (--sweep_parallel=2), two members train
+minutes on both cores. Pinned one member per core (--sweep_parallel=2 --sweep_pin_cores), two members train
 1.25x faster together than one after the other.
 (An earlier mini budget, 4096-slot batches and the 10k vocabulary, reached 28.69 but took
 about 23 minutes a member: 15 hours a sweep.)

@@ -37,7 +37,8 @@ def _evaluate_split(plan: runner.Plan, split: str) -> None:
       raise UserError(f'evaluating {member.name} on {split} failed: see {folder}/sweep.log')
 
 
-def main(source: str, workdir: Optional[str], mode: str, *, parallel: int, list_only: bool,
+def main(source: str, workdir: Optional[str], mode: str, *, parallel: int,
+         pin_cores: bool = False, list_only: bool,
          member: Optional[int], extra: Sequence[str], launcher: Sequence[str]) -> None:
   """Checks the whole sweep first (every row's overrides), then does what the flags ask."""
   if not workdir:
@@ -55,7 +56,7 @@ def main(source: str, workdir: Optional[str], mode: str, *, parallel: int, list_
     return
   split = _split_of(extra)
   if mode == 'train':
-    results = runner.run_all(plan, parallel, log=_log)
+    results = runner.run_all(plan, parallel, pin_cores=pin_cores, log=_log)
     if not any(s == 'done' for s in results.values()):
       return
   if split != 'validation':

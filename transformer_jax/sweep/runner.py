@@ -210,7 +210,10 @@ def cpu_shares(parallel: int) -> List[Optional[List[int]]]:
   this process's cores (Linux), or None each (no pinning: one member, or no affinity).
 
   Pinned, the members do not contend for cores: on the 2-core machine two members on one
-  core each trained 0.67 + 0.67 steps/s where one member on both cores trained 1.07.
+  core each trained 0.67 + 0.67 steps/s where one member on both cores trained 1.07. But
+  XLA splits its CPU work by the cores it has, which changes float rounding: the Tiny
+  model's params after two steps on one core differ from those on two. So pinning is
+  asked for (--sweep_pin_cores) and a pinned sweep is resumed pinned.
   """
   if parallel < 2 or not hasattr(os, 'sched_getaffinity'):
     return [None] * parallel
@@ -221,12 +224,12 @@ def cpu_shares(parallel: int) -> List[Optional[List[int]]]:
   return [cores[i * share:(i + 1) * share] for i in range(parallel)]
 
 
-def run_all(plan: Plan, parallel: int = 1, log=print) -> Dict[str, str]:
+def run_all(plan: Plan, parallel: int = 1, log=print, pin_cores: bool = False) -> Dict[str, str]:
   """Runs every member that is not done, `parallel` at a time; returns {name: status}.
 
   With GPUs, each concurrent member gets its own (`CUDA_VISIBLE_DEVICES`), so `parallel`
-  should not exceed their number; on a CPU each gets its own share of the cores
-  (`cpu_shares`).
+  should not exceed their number; on a CPU the members share all cores, or with
+  `pin_cores` each gets its own share of them (`cpu_shares`).
   """
   if parallel < 1:
     raise UserError(f'--sweep_parallel={parallel} must be at least 1')
@@ -241,7 +244,7 @@ def run_all(plan: Plan, parallel: int = 1, log=print) -> Dict[str, str]:
       unlocked_log(line)
 
   free = queue.Queue()
-  shares = [None] * parallel if gpus else cpu_shares(parallel)
+  shares = cpu_shares(parallel) if pin_cores and not gpus else [None] * parallel
   for slot in range(parallel):
     free.put((gpus[slot] if gpus else None, shares[slot]))
   members = plan.sweep.members()
