@@ -97,20 +97,16 @@ def _gather_flat_beams(x, beam_indices):
 
 
 def _reorder_cache(old_cache, new_cache, beam_indices):
-  """gather_beams on the leaves of new_cache that hold one row per hypothesis.
+  """gather_beams on the leaves of new_cache that the step changed.
 
-  Left alone: a leaf the step returned as it came in (the same array, e.g. encoder
-  keys/values projected once, tiled per beam by `expand_to_beams` and so equal across an
-  example's beams), and a leaf with one row per example (`batch` rows, not
-  `batch * beam`: shared by the example's beams, e.g. a Transformer's untiled
-  cross-attention cache, see `predict.for_beams`).
+  A leaf the step returned as it came in (the same array: e.g. the encoder keys and
+  values, projected once) is equal across each example's beams, tiled by
+  `expand_to_beams` or kept once per example (`predict.for_beams`), so reordering the
+  beams would copy it for nothing.
   """
-  batch_size = beam_indices.shape[0]
-  def reorder(old, new):
-    if new is old or new.ndim == 0 or new.shape[0] == batch_size:
-      return new
-    return _gather_flat_beams(new, beam_indices)
-  return jax.tree_util.tree_map(reorder, old_cache, new_cache)
+  return jax.tree_util.tree_map(
+      lambda old, new: new if new is old else _gather_flat_beams(new, beam_indices),
+      old_cache, new_cache)
 
 
 def _take_beams(x, beam_indices):
@@ -422,12 +418,11 @@ def beam_search(cache, tokens_to_logits_fn: TokensToLogitsFn, *, batch_size, bea
 
   Args:
     cache: the model's decoding cache, non-scalar leaves `[batch * beam_size, ...]`
-      (build it for batch_size examples and tile it with `expand_to_beams`), or
-      `[batch, ...]` for a leaf kept per example. Each step reorders the per-hypothesis
-      leaves tokens_to_logits_fn changed to follow the surviving beams; a leaf it
-      returns unchanged (the very array it was given, e.g. projected encoder
-      keys/values) is left alone, so it must be equal across an example's beams, and
-      so is a per-example leaf (see `_reorder_cache`).
+      (build it for batch_size examples and tile it with `expand_to_beams`). Each step
+      reorders the leaves tokens_to_logits_fn changed to follow the surviving beams;
+      a leaf it returns unchanged (the very array it was given, e.g. projected encoder
+      keys/values) is left alone, so it must be equal across an example's beams (and
+      may then be `[batch, ...]`, one row per example: see `predict.for_beams`).
     tokens_to_logits_fn: `(int32 [batch * beam_size, 1], cache) ->
       (logits [batch * beam_size, vocab], cache)`.
     batch_size: number of examples.
