@@ -5,6 +5,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import signal
 import statistics
 import subprocess
@@ -188,6 +189,42 @@ def test_killed_sweep_resumes_to_the_same_results(reference, tmp_path):
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert 'resumed from checkpoint step' in (killed / 'base_seed1' / 'sweep.log').read_text()
   assert results(killed) == results(workdir)
+
+
+@pytest.mark.slow
+def test_archive_keeps_results_without_checkpoints_and_resumes_elsewhere(reference, tmp_path):
+  tmp, workdir, _ = reference
+  kept = tmp_path / 'kept'
+  done = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={workdir}', '--mode=archive',
+                f'--sweep_archive={kept}')
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert 'archived 4 done member(s)' in done.stderr
+  assert not list(kept.rglob('checkpoints')) and not list(kept.rglob('*.lock'))
+  assert results(kept) == results(workdir)
+  assert (kept / 'wide_seed1' / 'config.json').exists() and (kept / 'wide_seed1' / 'metrics.jsonl').exists()
+  # The archive reports on its own, to the same numbers as the sweep folder.
+  again = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={kept}', '--mode=report')
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert (kept / 'report.csv').read_text() == (workdir / 'report.csv').read_text()
+  # Copied into a new sweep folder with one member left out, only that member runs again.
+  elsewhere = tmp_path / 'elsewhere'
+  shutil.copytree(kept, elsewhere)
+  shutil.rmtree(elsewhere / 'wide_seed0')
+  resumed = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={elsewhere}')
+  assert resumed.returncode == 0 and '3 done, 1 to run' in resumed.stderr, resumed.stderr[-3000:]
+  assert results(elsewhere) == results(workdir)
+
+
+def test_archive_needs_its_folder_and_a_sweep(tmp_path):
+  source = sweep_file(tmp_path)
+  result = launch(f'--sweep={source}', f'--workdir={tmp_path / "run"}', '--mode=archive')
+  assert result.returncode == 2 and '--sweep_archive=DIR' in result.stderr.splitlines()[-1]
+  result = launch(f'--sweep={source}', f'--workdir={tmp_path / "run"}', '--mode=archive',
+                  f'--sweep_archive={tmp_path / "kept"}')
+  assert result.returncode == 2 and 'nothing to archive' in result.stderr.splitlines()[-1]
+  result = launch('--mode=archive', f'--workdir={tmp_path / "run"}')
+  assert result.returncode == 2 and 'works on a sweep' in result.stderr.splitlines()[-1]
+  assert not (tmp_path / 'kept').exists()
 
 
 def test_paired_test_p_values():

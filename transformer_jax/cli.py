@@ -37,9 +37,10 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'run folder; default runs/<exper
                                'in the current directory')
 _MODE = flags.DEFINE_enum('mode', 'train',
                           ['train', 'eval', 'translate', 'sample', 'visualize', 'report',
-                           'export'],
+                           'archive', 'export'],
                           'what to do (visualize: attention maps and the position table as '
-                          'PNGs; report: a sweep\'s table and plot); the transformer-jax '
+                          'PNGs; report: a sweep\'s table and plot; archive: a sweep\'s results '
+                          'without checkpoints, to --sweep_archive); the transformer-jax '
                           'command takes it as its first word')
 
 
@@ -79,6 +80,9 @@ _SWEEP_LIST = flags.DEFINE_bool('sweep_list', False, 'sweep: print index, name, 
                                 'command of every member, then exit')
 _SWEEP_MEMBER = flags.DEFINE_integer('sweep_member', None, 'sweep: run only member K (for a '
                                      'cluster job array)')
+_SWEEP_ARCHIVE = flags.DEFINE_string(
+    'sweep_archive', None, 'sweep, --mode=archive: folder that receives every done member\'s '
+    'results (no checkpoints); itself a sweep folder to report from or resume with')
 _MULTIHOST_TIMEOUT = flags.DEFINE_integer(
     'multihost_timeout', 300, 'multihost: seconds to wait for every process to join')
 _PRINT_CONFIG = flags.DEFINE_bool(
@@ -221,10 +225,11 @@ def run(argv, launcher=DEFAULT_LAUNCHER):
                   pin_cores=_SWEEP_PIN_CORES.value,
                   list_only=_SWEEP_LIST.value, member=_SWEEP_MEMBER.value,
                   extra=[a for a in sys.argv[1:] if a.startswith('--experiment.')],
-                  launcher=list(launcher))
+                  launcher=list(launcher), archive_to=_SWEEP_ARCHIVE.value)
     return
-  if _MODE.value == 'report':
-    raise UserError('--mode=report reports a sweep: give --sweep=experiments/ablations/<name>.py')
+  if _MODE.value in ('report', 'archive'):
+    raise UserError(f'--mode={_MODE.value} works on a sweep: give '
+                    '--sweep=experiments/ablations/<name>.py')
   workdir = cli_config.default_workdir() if _WORKDIR.value is None else _WORKDIR.value
   config, source = cli_config.resolve_config(workdir, mode=_MODE.value, run_modes=RUN_MODES,
                                              print_config=_PRINT_CONFIG.value)

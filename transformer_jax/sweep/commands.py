@@ -5,6 +5,7 @@
   python launch.py --sweep=... --workdir=... --sweep_list            # index, name, status, command
   python launch.py --sweep=... --workdir=... --sweep_member=3        # member 3 only (job arrays)
   python launch.py --sweep=... --workdir=... --mode=report [--experiment.eval.split=test]
+  python launch.py --sweep=... --workdir=... --mode=archive --sweep_archive=DIR   # no checkpoints
 """
 import os
 import sys
@@ -13,6 +14,7 @@ from typing import Optional, Sequence
 from absl import logging
 
 from transformer_jax.errors import UserError
+from transformer_jax.sweep import archive
 from transformer_jax.sweep import report
 from transformer_jax.sweep import runner
 from transformer_jax.sweep import spec
@@ -38,13 +40,17 @@ def _evaluate_split(plan: runner.Plan, split: str) -> None:
 
 
 def main(source: str, workdir: Optional[str], mode: str, *, parallel: int,
-         pin_cores: bool = False, list_only: bool,
-         member: Optional[int], extra: Sequence[str], launcher: Sequence[str]) -> None:
+         pin_cores: bool = False, list_only: bool, member: Optional[int],
+         extra: Sequence[str], launcher: Sequence[str], archive_to: Optional[str] = None) -> None:
   """Checks the whole sweep first (every row's overrides), then does what the flags ask."""
   if not workdir:
     raise UserError('--sweep needs --workdir: the folder that holds the members and the report')
-  if mode not in ('train', 'report'):
-    raise UserError(f'--sweep runs with --mode=train (the default) or --mode=report, not {mode}')
+  if mode not in ('train', 'report', 'archive'):
+    raise UserError(f'--sweep runs with --mode=train (the default), --mode=report or '
+                    f'--mode=archive, not {mode}')
+  if (mode == 'archive') != bool(archive_to):
+    raise UserError('--mode=archive and --sweep_archive=DIR go together: DIR is the folder '
+                    'that receives the done members\' results')
   sweep = spec.load(source)
   plan = runner.Plan(sweep, source, os.path.abspath(workdir), tuple(launcher), tuple(extra))
   if list_only:
@@ -53,6 +59,10 @@ def main(source: str, workdir: Optional[str], mode: str, *, parallel: int,
     return
   if member is not None:
     runner.run_one(plan, member, log=_log)
+    return
+  if mode == 'archive':
+    names = archive.write(plan, archive_to)
+    _log(f'archived {len(names)} done member(s) of {source} in {os.path.abspath(archive_to)}')
     return
   split = _split_of(extra)
   if mode == 'train':

@@ -1,0 +1,58 @@
+"""A sweep's results without its checkpoints: a small folder to keep, move or commit.
+
+  python launch.py --sweep=experiments/ablations/table3.py:mini --workdir=runs/t3_mini \
+      --mode=archive --sweep_archive=results/t3_mini
+
+copies, for every done member, what the report reads and what records how the member ran
+(member.json, done.json, config.json, metrics.jsonl, sweep.log and its evaluations), and the
+sweep's shared tokenizers, into `<archive>/<member>/` and `<archive>/shared/tokenizer/`: about
+0.2 MB a translation member, where its checkpoints take tens of MB. Members already in the
+archive are updated, none is removed, so archiving after every sitting gathers a long sweep.
+
+The archive is itself a sweep folder:
+  --mode=report --workdir=<archive>      reports from it, with no checkpoint present;
+  cp -r <archive>/. runs/t3_mini/        resumes the sweep on another machine: its members are
+                                         done there, and later members use the same tokenizer
+                                         (the data is prepared again from the raw files).
+"""
+import os
+import shutil
+from typing import List
+
+from transformer_jax import workdir as workdir_lib
+from transformer_jax.errors import UserError
+from transformer_jax.sweep import runner
+
+# What a done member's folder keeps besides checkpoints, lock and TensorBoard events.
+# done.json goes last, so a copy cut short never looks done.
+MEMBER_FILES = (runner.MEMBER, workdir_lib.CONFIG_FILE, 'metrics.jsonl', 'sweep.log', runner.DONE)
+MEMBER_FOLDERS = ('eval',)
+SHARED_FOLDERS = ('tokenizer',)
+
+
+def write(plan: runner.Plan, destination: str) -> List[str]:
+  """Copies every done member's results into `destination`; returns the members copied."""
+  destination = os.path.abspath(destination)
+  if destination == plan.workdir:
+    raise UserError(f'--sweep_archive={destination} is the sweep\'s own workdir: give another '
+                    'folder')
+  done = [m for m in plan.sweep.members() if runner.status(plan, m) == 'done']
+  if not done:
+    raise UserError(f'no member of {plan.source} in {plan.workdir} is done yet: nothing to '
+                    'archive')
+  for member in done:
+    source, target = plan.member_dir(member), os.path.join(destination, member.name)
+    os.makedirs(target, exist_ok=True)
+    for name in MEMBER_FOLDERS:
+      if os.path.isdir(os.path.join(source, name)):
+        shutil.copytree(os.path.join(source, name), os.path.join(target, name),
+                        dirs_exist_ok=True)
+    for name in MEMBER_FILES:
+      if os.path.exists(os.path.join(source, name)):
+        shutil.copy2(os.path.join(source, name), os.path.join(target, name))
+  for name in SHARED_FOLDERS:
+    shared = os.path.join(plan.workdir, runner.SHARED, name)
+    if os.path.isdir(shared):
+      shutil.copytree(shared, os.path.join(destination, runner.SHARED, name),
+                      dirs_exist_ok=True)
+  return [m.name for m in done]
