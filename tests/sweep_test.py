@@ -200,19 +200,33 @@ def test_archive_keeps_results_without_checkpoints_and_resumes_elsewhere(referen
   assert done.returncode == 0, done.stderr[-3000:]
   assert 'archived 4 done member(s)' in done.stderr
   assert not list(kept.rglob('checkpoints')) and not list(kept.rglob('*.lock'))
+  assert not list(kept.rglob('*.ref.txt'))         # the data set's sentences stay behind
   assert results(kept) == results(workdir)
   assert (kept / 'wide_seed1' / 'config.json').exists() and (kept / 'wide_seed1' / 'metrics.jsonl').exists()
-  # The archive reports on its own, to the same numbers as the sweep folder.
-  again = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={kept}', '--mode=report')
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert (kept / 'report.csv').read_text() == (workdir / 'report.csv').read_text()
-  # Copied into a new sweep folder with one member left out, only that member runs again.
+  # The archive reports on its own: the same numbers, no p-values without references.
+  alone = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={kept}', '--mode=report')
+  assert alone.returncode == 0, alone.stderr[-3000:]
+  original, archived = _report_rows(workdir), _report_rows(kept)
+  assert original['wide'].pop('p_value') != '' and archived['wide'].pop('p_value') == ''
+  assert archived == original
+  # Copied into a new sweep folder with one member left out, only that member runs again,
+  # and its references serve the others: the whole report comes out as the original's.
   elsewhere = tmp_path / 'elsewhere'
   shutil.copytree(kept, elsewhere)
   shutil.rmtree(elsewhere / 'wide_seed0')
   resumed = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={elsewhere}')
   assert resumed.returncode == 0 and '3 done, 1 to run' in resumed.stderr, resumed.stderr[-3000:]
   assert results(elsewhere) == results(workdir)
+  rerun, original = _report_rows(elsewhere), _report_rows(workdir)
+  for rows in (rerun, original):               # the member trained again took its own time
+    rows['wide'].pop('train_minutes')
+  assert rerun == original and rerun['wide']['p_value'] != ''
+
+
+def _report_rows(folder):
+  import csv
+  with open(folder / 'report.csv') as f:
+    return {line['row']: line for line in csv.DictReader(f)}
 
 
 def test_archive_needs_its_folder_and_a_sweep(tmp_path):

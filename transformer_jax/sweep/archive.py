@@ -4,13 +4,18 @@
       --mode=archive --sweep_archive=results/t3_mini
 
 copies, for every done member, what the report reads and what records how the member ran
-(member.json, done.json, config.json, metrics.jsonl, sweep.log and its evaluations), and the
-sweep's shared tokenizers, into `<archive>/<member>/` and `<archive>/shared/tokenizer/`: about
-0.2 MB a translation member, where its checkpoints take tens of MB. Members already in the
+(member.json, done.json, config.json, metrics.jsonl, sweep.log and its evaluations, with the
+hypotheses), and the sweep's shared tokenizers, into `<archive>/<member>/` and
+`<archive>/shared/tokenizer/`: about 0.2 MB a translation member, where its checkpoints take
+70 MB. The references (`*.ref.txt`) stay behind: they are the data set's own sentences, which
+a results folder meant to be shared or committed must not carry. The report borrows them from
+any member evaluated on the same split (`report.collect`), so the paired tests need at least
+one member's evaluation beside the archive's. Members already in the
 archive are updated, none is removed, so archiving after every sitting gathers a long sweep.
 
 The archive is itself a sweep folder:
-  --mode=report --workdir=<archive>      reports from it, with no checkpoint present;
+  --mode=report --workdir=<archive>      reports from it, with no checkpoint present (the
+                                         p-values only where references are there too);
   cp -r <archive>/. runs/t3_mini/        resumes the sweep on another machine: its members are
                                          done there, and later members use the same tokenizer
                                          (the data is prepared again from the raw files).
@@ -27,6 +32,7 @@ from transformer_jax.sweep import runner
 # done.json goes last, so a copy cut short never looks done.
 MEMBER_FILES = (runner.MEMBER, workdir_lib.CONFIG_FILE, 'metrics.jsonl', 'sweep.log', runner.DONE)
 MEMBER_FOLDERS = ('eval',)
+LEFT_BEHIND = ('*.ref.txt',)
 SHARED_FOLDERS = ('tokenizer',)
 
 
@@ -46,7 +52,7 @@ def write(plan: runner.Plan, destination: str) -> List[str]:
     for name in MEMBER_FOLDERS:
       if os.path.isdir(os.path.join(source, name)):
         shutil.copytree(os.path.join(source, name), os.path.join(target, name),
-                        dirs_exist_ok=True)
+                        dirs_exist_ok=True, ignore=shutil.ignore_patterns(*LEFT_BEHIND))
     for name in MEMBER_FILES:
       if os.path.exists(os.path.join(source, name)):
         shutil.copy2(os.path.join(source, name), os.path.join(target, name))

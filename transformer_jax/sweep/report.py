@@ -111,7 +111,20 @@ def collect(plan: runner.Plan, split: str = 'validation') -> List[Dict[str, Any]
                     'hypotheses': _read_lines(stem + '.hyp.txt'),
                     'references': _read_lines(stem + '.ref.txt'),
                     'minutes': log['minutes'], 'stem': stem})
+  _share_references(records)
   return records
+
+
+def _share_references(records) -> None:
+  """Members without a ref.txt (restored from an archive, which leaves the data set's
+  sentences behind) take the references of the members that have them, when those all agree
+  and have as many lines as the member's hypotheses: every member is evaluated on one split."""
+  present = [r['references'] for r in records if r['references'] is not None]
+  if not present or any(refs != present[0] for refs in present[1:]):
+    return
+  for record in records:
+    if record['references'] is None and len(record['hypotheses'] or ()) == len(present[0]):
+      record['references'] = present[0]
 
 
 def _metric_names(sweep: spec.Sweep, records) -> List[str]:
