@@ -82,6 +82,8 @@ def get_base_config() -> ml_collections.ConfigDict:
                                           # same results as 1 (trainer.py)
       prefetch_depth=2,                   # calls' batches made and put on the devices ahead,
                                           # on a thread; 0 = in the loop's thread
+      loss_chunk_tokens=256,              # tied projection + loss formed this many tokens at
+                                          # a time (projected_loss.py); 0 = logits whole
       log_every_steps=50,
       eval_every_steps=500,
       checkpoint_every_steps=500,

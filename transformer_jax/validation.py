@@ -79,6 +79,8 @@ RULES: Tuple[Rule, ...] = (
     Rule('train.steps_per_loop', _at_least(1), 'an integer >= 1 (1 is one step per call)'),
     Rule('train.prefetch_depth', _at_least(0),
          'an integer >= 0 (0 makes batches in the loop\'s thread)'),
+    Rule('train.loss_chunk_tokens', _at_least(0),
+         'an integer >= 0 (0 forms the logits of the whole batch at once)'),
     # optim
     Rule('optim.learning_rate', _positive, 'a value > 0 (or None for the paper\'s rsqrt peak)',
          allow_none=True),

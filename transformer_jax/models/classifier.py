@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from transformer_jax import attention
+from transformer_jax import dropout
 from transformer_jax import objectives
 from transformer_jax import positional
 from transformer_jax.config import ClassifierConfig
@@ -66,7 +67,7 @@ class EncoderClassifier(nn.Module):
     rows = cfg.vocab_size + (cfg.pooling == 'cls')
     self.encoder = transformer.Encoder(
         cfg, embedder=transformer.make_embedder(cfg, rows, 'embedding'))
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = dropout.Dropout(cfg.dropout_rate)
     self.head = nn.Dense(cfg.num_classes, dtype=jnp.dtype(cfg.dtype),
                          param_dtype=jnp.dtype(cfg.param_dtype), name='logits')
 

@@ -11,7 +11,7 @@ cache (the Transformer decoder's cache and position counter); the first call, wi
 [n, max_decode_len] placeholder, only creates the cache. transformer_jax.generate
 samples and searches through it.
 """
-from typing import Optional
+from typing import ClassVar, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -29,6 +29,7 @@ class DecoderOnlyLM(nn.Module):
   """
   config: TransformerConfig
   decoding: bool = False
+  defers_projection: ClassVar[bool] = True      # project=False: see Transformer
 
   def setup(self):
     cfg = self.config
@@ -38,7 +39,7 @@ class DecoderOnlyLM(nn.Module):
 
   def __call__(self, targets: jnp.ndarray, targets_position: Optional[jnp.ndarray] = None,
                targets_segmentation: Optional[jnp.ndarray] = None,
-               deterministic: bool = True) -> jnp.ndarray:
+               deterministic: bool = True, project: bool = True):
     """Float32 logits [batch, length, vocab]; position t predicts targets[:, t].
 
     Args:
@@ -47,6 +48,7 @@ class DecoderOnlyLM(nn.Module):
       targets_position: [batch, length] positions of packed rows (restarting per segment).
       targets_segmentation: [batch, length] segment ids of packed rows (0 = padding).
       deterministic: no dropout when True.
+      project: False returns hidden states and the tied table (`projected_loss.Projection`).
     """
     pad = self.config.pad_id
     if self.decoding:        # causality comes from the cache
@@ -57,4 +59,5 @@ class DecoderOnlyLM(nn.Module):
       segment_mask = attention.make_segment_mask(targets_segmentation, targets_segmentation)
     mask = attention.combine_masks(attention.make_padding_mask(targets, targets, pad),
                                    attention.make_causal_mask(targets.shape[1]), segment_mask)
-    return self.decoder(decoder_inputs, None, mask, None, targets_position, deterministic)
+    return self.decoder(decoder_inputs, None, mask, None, targets_position, deterministic,
+                        project)

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from transformer_jax import dropout
 from transformer_jax.config import RNNConfig
 from transformer_jax.models.transformer import shift_right
 
@@ -118,7 +119,7 @@ class RNNSeq2Seq(nn.Module):
                         in_axes=(1, nn.broadcast), out_axes=1)(cfg, name='decoder')
     self.readout = nn.Dense(cfg.embed_dim, name='readout')
     self.logits = nn.Dense(cfg.output_vocab_size, name='logits')
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = dropout.Dropout(cfg.dropout_rate)
 
   def encode(self, inputs: jnp.ndarray, deterministic: bool = True) -> Dict[str, jnp.ndarray]:
     """inputs [batch, src_len] -> {'states', 'final'}: what the decoder reads."""

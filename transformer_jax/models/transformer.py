@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from transformer_jax import attention
 from transformer_jax import layers
 from transformer_jax import positional
+from transformer_jax import projected_loss
 from transformer_jax.config import TransformerConfig
 
 
@@ -71,8 +72,13 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, decoder_inputs: jnp.ndarray, encoded: Optional[jnp.ndarray],
                self_mask: Optional[jnp.ndarray], cross_mask: Optional[jnp.ndarray],
-               positions: Optional[jnp.ndarray], deterministic: bool = True) -> jnp.ndarray:
-    """decoder_inputs [batch, tgt_len] ids -> float32 logits [batch, tgt_len, vocab]."""
+               positions: Optional[jnp.ndarray], deterministic: bool = True,
+               project: bool = True):
+    """decoder_inputs [batch, tgt_len] ids -> float32 logits [batch, tgt_len, vocab].
+
+    With `project=False` and a tied output, the final hidden states and the table instead
+    (`projected_loss.Projection`), for a loss that forms the logits chunk by chunk.
+    """
     cfg = self.config
     if self.decode:
       positions = self._step_positions(decoder_inputs, positions)
@@ -86,6 +92,8 @@ class Decoder(nn.Module):
           y, encoded, self_mask, cross_mask, positions, deterministic)
     if cfg.norm_order == 'pre':
       y = layers.make_norm(cfg, 'final_norm')(y)
+    if cfg.tie_output and not project:
+      return projected_loss.Projection(y, self.embedder.embedding.astype(self.embedder.dtype))
     if cfg.tie_output:
       logits = self.embedder.attend(y)
     else:
@@ -113,10 +121,13 @@ class Transformer(nn.Module):
   When decoding, `encoded` and `inputs` may have n times fewer rows than the targets
   (`beams_share_source`): decoder rows g*n ... g*n+n-1 then read source row g, so a beam
   search keeps one copy of each source's cross-attention keys/values, not one per beam.
+  `project=False` (training and evaluation losses) returns the final hidden states and the
+  tied table instead of logits (`projected_loss.Projection`; `defers_projection`).
   """
   config: TransformerConfig
   decoding: bool = False
   beams_share_source: ClassVar[bool] = True
+  defers_projection: ClassVar[bool] = True
 
   def setup(self):
     cfg = self.config
@@ -145,7 +156,7 @@ class Transformer(nn.Module):
              targets_position: Optional[jnp.ndarray] = None,
              inputs_segmentation: Optional[jnp.ndarray] = None,
              targets_segmentation: Optional[jnp.ndarray] = None,
-             deterministic: bool = True) -> jnp.ndarray:
+             deterministic: bool = True, project: bool = True):
     """Logits [batch, tgt_len, vocab] for `targets` given the encoder output.
 
     In training/eval (decoding=False) `targets` are the labels: they are shifted right
@@ -167,15 +178,15 @@ class Transformer(nn.Module):
     cross_mask = attention.combine_masks(attention.make_padding_mask(targets, inputs, pad),
                                          segment_cross)
     return self.decoder(decoder_inputs, encoded, self_mask, cross_mask, targets_position,
-                        deterministic)
+                        deterministic, project)
 
   def __call__(self, inputs: jnp.ndarray, targets: jnp.ndarray,
                inputs_position: Optional[jnp.ndarray] = None,
                targets_position: Optional[jnp.ndarray] = None,
                inputs_segmentation: Optional[jnp.ndarray] = None,
                targets_segmentation: Optional[jnp.ndarray] = None,
-               deterministic: bool = True) -> jnp.ndarray:
+               deterministic: bool = True, project: bool = True):
     """Teacher-forced logits [batch, tgt_len, vocab] (float32)."""
     encoded = self.encode(inputs, inputs_position, inputs_segmentation, deterministic)
     return self.decode(encoded, inputs, targets, targets_position, inputs_segmentation,
-                       targets_segmentation, deterministic)
+                       targets_segmentation, deterministic, project)
