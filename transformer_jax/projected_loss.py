@@ -60,9 +60,9 @@ def metric_sums(projection: Projection, targets, label_smoothing: float, weights
     targets: int `[batch, length]`.
     label_smoothing: as in `losses.cross_entropy`.
     weights: float `[batch, length]` (0 for padding).
-    chunk: tokens per chunk (> 0), taken as whole positions of every row (so a batch sharded
-      over devices by rows stays sharded): `max(1, chunk // batch)` positions at a time, the
-      length padded with weight 0 to a multiple of that.
+    chunk: about this many tokens per chunk (> 0), taken as whole positions of every row (so
+      a batch sharded over devices by rows stays sharded); the length is padded with weight 0
+      to a multiple of the positions per chunk.
 
   Returns:
     dict of float32 sums `loss`, `nll`, `accuracy`, `weight`. `loss` and `nll` are
@@ -77,7 +77,11 @@ def metric_sums(projection: Projection, targets, label_smoothing: float, weights
   rows = hidden.shape[0]
   targets = targets.reshape(rows, length).astype(jnp.int32)
   weights = weights.reshape(rows, length).astype(jnp.float32)
-  positions = max(1, min(int(chunk) // rows, length))
+  # Whole positions per chunk, about `chunk` tokens: the number of chunks rounded, so that
+  # little of the length is padding (16 x 40 tokens in chunks of 256: two of 320, not three
+  # of 256 with 128 padded).
+  pieces = max(1, round(rows * length / max(1, int(chunk))))
+  positions = -(-length // min(pieces, length))
   extra = -length % positions
   # Position-major, so that each chunk is a contiguous block of whole positions.
   hidden, targets, weights = (jnp.swapaxes(jnp.pad(x, ((0, 0), (0, extra)) + ((0, 0),) * (x.ndim - 2)), 0, 1)
