@@ -16,10 +16,11 @@ Timed: --steps steps per turn, ours and theirs taking turns --pairs times, so th
 changes hit both alike; each side's figure is the median over its turns of the median
 step in the turn. `ours_over_flax` > 1 means ours is faster.
 
-Measured on the 2-core CPU (AMD EPYC, jax 0.10.2, flax 0.12.8), 2026-12-01, --steps=2
---pairs=3: tiny, vocab 10,000, 128 x 32: 1590 ms against 1970 ms (1.24x; 1.10x before the
-loss and the tied projection were differentiated by hand); base, vocab 37,000, 16 x 40
-(63.07 M parameters): 4092 ms against 4730 ms (1.16x).
+Measured on the 2-core CPU (AMD EPYC with AVX-512, jax 0.10.2, flax 0.12.8), 2026-12-01,
+--pairs=3: tiny, vocab 10,000, 128 x 32, --steps=3: 789 and 735 ms against 1177 and 1135 ms
+(1.49x, 1.55x in two runs; 1.16x before the chunked loss, argmax-free accuracy and 16-bit
+dropout masks, 1.38x with the chunked loss alone); base, vocab 37,000, 16 x 40 (63.07 M
+parameters), --steps=2: 1974 ms against 2189 ms (1.11x).
 """
 import argparse
 import contextlib

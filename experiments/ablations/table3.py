@@ -20,7 +20,15 @@ base has 8 heads, 6 layers, d_model 512: our rows map by direction of the change
 h=2 beside the paper's h=4), so the report shows whether the sign of each change agrees.
 Seeds: 3 for the baseline, 2 for every other row (39 members).
 
-Measured: not yet (the mini sweep is resumable; its report goes to docs/ablations/).
+Measured (mini, in progress): the finished members' results are archived, without checkpoints,
+in docs/ablations/table3_mini/ (`--mode=archive`), which a fresh sweep folder resumes from:
+  git worktree add ../t3code d8fb6e9       # the code every member so far ran with
+  mkdir -p runs/table3_mini && cp -r docs/ablations/table3_mini/. runs/table3_mini/
+  (cd ../t3code && python launch.py --sweep=experiments/ablations/table3.py:mini \
+      --workdir=$OLDPWD/runs/table3_mini --sweep_parallel=2 --sweep_pin_cores)
+The members run with the code of commit d8fb6e9 (dropout from 32-bit words, whole logits); later
+commits draw dropout masks differently, so a member trained with them is not the same
+experiment bit for bit. Its report goes to docs/ablations/ when every member is done.
 """
 from experiments.ablations import budgets
 from transformer_jax.sweep import Row
