@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from transformer_jax.errors import UserError
 from transformer_jax.losses import PAD_ID
+from transformer_jax import top_k as topk
 
 # Finite stand-in for -inf: keeps sums and divisions free of inf/nan arithmetic.
 NEG_INF = -1.0e7
@@ -196,7 +197,7 @@ def filter_logits(logits, *, temperature=1.0, top_k=0, top_p=1.0):
   """
   logits = logits / temperature
   if top_k:
-    kth_largest = jax.lax.top_k(logits, min(top_k, logits.shape[-1]))[0][..., -1:]
+    kth_largest = topk.top_k(logits, min(top_k, logits.shape[-1]))[0][..., -1:]
     logits = jnp.where(logits < kth_largest, NEG_INF, logits)
   if top_p < 1.0:
     sorted_logits = jnp.flip(jnp.sort(logits, axis=-1), axis=-1)
@@ -299,7 +300,7 @@ def _beam_candidates(state, logits, *, eos_id, max_lengths):
   log_probs = jnp.where(at_cap, forced_eos, log_probs)
   log_probs = state.alive_log_probs[..., None] + log_probs  # [batch, beam, vocab]
   flat = log_probs.reshape(batch_size, beam_size * vocab_size)
-  top_log_probs, top_ids = jax.lax.top_k(flat, 2 * beam_size)  # [batch, 2k]
+  top_log_probs, top_ids = topk.top_k(flat, 2 * beam_size)  # [batch, 2k]
   origins, tokens = top_ids // vocab_size, top_ids % vocab_size
   seqs = _take_beams(state.alive_seqs, origins).at[:, :, state.cur_index].set(tokens)
   return top_log_probs, origins, tokens, seqs
