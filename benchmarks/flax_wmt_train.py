@@ -20,7 +20,9 @@ Measured on the 2-core CPU (AMD EPYC with AVX-512, jax 0.10.2, flax 0.12.8), 202
 --pairs=3: tiny, vocab 10,000, 128 x 32, --steps=3: 789 and 735 ms against 1177 and 1135 ms
 (1.49x, 1.55x in two runs; 1.16x before the chunked loss, argmax-free accuracy and 16-bit
 dropout masks, 1.38x with the chunked loss alone); base, vocab 37,000, 16 x 40 (63.07 M
-parameters), --steps=2: 1974 ms against 2189 ms (1.11x).
+parameters), --steps=2: 1974 ms against 2189 ms (1.11x); later the same day, with the blocked
+beam top-k (no change to training): 1978 vs 2570 ms (1.30x) and, --pairs=5, 2102 vs 2486 ms
+(1.18x); --rows=64 --length=40: 7469 vs 11031 ms (1.48x).
 """
 import argparse
 import contextlib
