@@ -22,7 +22,7 @@ Measured on the 2-core CPU (AMD EPYC with AVX-512, jax 0.10.2, flax 0.12.8), 202
 dropout masks, 1.38x with the chunked loss alone); base, vocab 37,000, 16 x 40 (63.07 M
 parameters), --steps=2: 1974 ms against 2189 ms (1.11x); later the same day, with the blocked
 beam top-k (no change to training): 1978 vs 2570 ms (1.30x) and, --pairs=5, 2102 vs 2486 ms
-(1.18x); --rows=64 --length=40: 7469 vs 11031 ms (1.48x).
+(1.18x); --rows=64 --length=40: 7469 vs 11031 ms (1.48x); tiny again: 737 vs 1152 ms (1.56x).
 """
 import argparse
 import contextlib
