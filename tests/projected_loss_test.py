@@ -1,5 +1,6 @@
 """The chunked tied projection + loss (projected_loss) against float64 NumPy, and the models'
 `project=False` path against their logits."""
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,8 +118,8 @@ def test_train_step_with_chunks_equals_the_logits_path(model_class):
   assert isinstance(outputs, projected_loss.Projection)
   np.testing.assert_allclose(outputs.logits(), objectives.model_outputs(
       model, state.params, batch, deterministic=True), rtol=1e-6, atol=1e-6)
-  results = [steps.train_step(state, batch, model=model, label_smoothing=0.1, loss_chunk=c)
-             for c in (0, 8)]
+  results = [jax.jit(functools.partial(steps.train_step, model=model, label_smoothing=0.1,
+                                       loss_chunk=c))(state, batch) for c in (0, 8)]
   for key in ('loss', 'nll', 'accuracy', 'weight', 'grad_norm'):
     np.testing.assert_allclose(results[0][1][key], results[1][1][key], rtol=1e-5, err_msg=key)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
