@@ -127,7 +127,7 @@ def test_all_padding_example_is_finite_forward_and_backward():
   targets = targets.at[1].set(0)
   def loss(p):
     return jnp.mean(model.apply({'params': p}, inputs, targets) ** 2)
-  value, grads = jax.value_and_grad(loss)(params)
+  value, grads = jax.jit(jax.value_and_grad(loss))(params)
   assert np.isfinite(value)
   assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
 
