@@ -7,8 +7,8 @@ cache, everything the loss and its gradient need from it:
 
   logits z = h tableᵀ; lse, the target's logit, sum_v z_v and the max (for the losses and the
   accuracy); with p = softmax(z) and w the token weights, the two products
-  P_h = (w p) table  [tokens, d]   and   P_t = (w p)ᵀ h  [vocab, d],
-  and, with a bias, P_b = sum_t w_t p_t  [vocab].
+  P_h = (w p) table  [tokens, d]   and   P_t = (w p)ᵀ h  [vocab, d].
+(A tied projection has no output bias, so there is none here either.)
 
 The gradient of the weighted sums S = sum_t w_t smoothed_t and N = sum_t w_t nll_t with
 cotangents g_s, g_n is, per token (c the target's smoothed probability, l every other token's,
@@ -20,9 +20,11 @@ the logits. The backward pass therefore costs no matrix product at all.
 
 Against forming the logits whole (`layers.tied_logits` + `losses.compute_metrics`) this does
 the same three [tokens x d x vocab] products, but the elementwise passes read a chunk that is
-still in cache: on the 2-core CPU (AMD EPYC, jax 0.10.2) loss, metrics and gradients for 4,096
-tokens x 10,000 words x d 128 took 188 ms against 280 ms (chunk 256; 4,096 x 6,000: 112 ms
-against 167 ms), the same values to 1e-6 relative.
+still in cache: on the 2-core CPU (AMD EPYC with AVX-512, jax 0.10.2, 2026-12-01;
+`python -m benchmarks.loss_speed`) loss, metrics and gradients for 4,096 tokens x 10,000 words
+took 215-219 ms against 305 ms at d 128 (chunk 256) and 713 against 832 ms at d 512 (chunk 512),
+the same values to 1e-6 relative. At 640 tokens x 37,000 words x d 512 chunks were slower
+(558 against 521 ms): too few tokens for the cache to matter.
 """
 import functools
 
