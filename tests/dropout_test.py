@@ -56,3 +56,12 @@ def test_gradient_flows_through_kept_elements_only():
   np.testing.assert_array_equal(np.asarray(grad) != 0, np.asarray(out) != 0)
   np.testing.assert_allclose(np.asarray(grad)[np.asarray(out) != 0],
                              1.0 / dropout.keep_probability(0.3), rtol=1e-6)
+
+
+def test_a_rate_of_one_drops_everything_and_impossible_rates_are_refused():
+  x = jnp.ones((4, 8))
+  np.testing.assert_array_equal(dropout.apply(x, jax.random.key(0), 1.0), np.zeros((4, 8)))
+  for rate in (-0.1, 1.5, 1.0 - 2.0**-18):
+    with pytest.raises(ValueError, match='dropout rate'):
+      dropout.keep_probability(rate)
+  assert dropout.keep_probability(0.99999) == 1 / 65536

@@ -18,8 +18,18 @@ _LEVELS = 1 << 16
 
 
 def keep_probability(rate: float) -> float:
-  """The exact keep probability of `keep_mask(rng, rate, shape)`."""
-  return max(1, round((1.0 - rate) * _LEVELS)) / _LEVELS
+  """The exact keep probability of `keep_mask(rng, rate, shape)`, for 0 <= rate < 1.
+
+  Raises ValueError outside that range, and for rates so close to 1 that 16 bits cannot
+  keep anything (above 1 - 2**-17): rather than keep a different fraction silently.
+  """
+  if not 0.0 <= rate < 1.0:
+    raise ValueError(f'dropout rate must be in [0, 1), got {rate}')
+  levels = round((1.0 - rate) * _LEVELS)
+  if levels == 0:
+    raise ValueError(f'dropout rate {rate} keeps less than one element in 2**17, which 16-bit '
+                     'masks cannot draw; use a rate of at most 0.99999')
+  return levels / _LEVELS
 
 
 def keep_mask(rng, rate: float, shape) -> jnp.ndarray:
@@ -36,6 +46,8 @@ def apply(x: jnp.ndarray, rng, rate: float) -> jnp.ndarray:
   probability."""
   if rate == 0.0:
     return x
+  if rate == 1.0:                       # everything dropped, as flax.linen.Dropout does
+    return jnp.zeros_like(x)
   keep = keep_mask(rng, rate, x.shape)
   return jnp.where(keep, x / jnp.asarray(keep_probability(rate), x.dtype), jnp.zeros_like(x))
 
