@@ -23,6 +23,7 @@ def test_loop_speed_reports_on_a_short_run(shared_data, tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   report = json.loads(out.stdout.strip().splitlines()[-1])
   assert report['calls_by_steps'] == {'4': 2}          # steps 4..12 timed, in calls of 4
+  assert report['compile_s_left_out'] == 0             # the program was compiled in warm-up
   assert report['timed_steps'] == 8 and len(report['checkpoint_save_ms']) == 1
   assert report['loop_steps_per_s'] > 0 and report['bare_steps_per_s'] > 0
   assert report['host_ms_per_step'] >= report['dispatch_ms_per_step'] > 0
