@@ -119,6 +119,22 @@ def test_pack_then_unpack_gives_back_the_examples():
   assert non_pad / total > 0.6  # packing is doing its job on short examples
 
 
+def test_pack_batch_by_hand_with_an_empty_row_between():
+  inputs = [np.array([5, 1]), np.array([6, 7, 1]), np.array([8, 1])]
+  targets = [np.array([9, 1]), np.array([4, 1]), np.array([3, 3, 1])]
+  batch = batching.pack_batch(inputs, targets, [[2, 0], [], [1]], 4, 6)
+  np.testing.assert_array_equal(batch['inputs'], [[8, 1, 5, 1, 0, 0], [0] * 6,
+                                                  [6, 7, 1, 0, 0, 0], [0] * 6])
+  np.testing.assert_array_equal(batch['inputs_segmentation'], [[1, 1, 2, 2, 0, 0], [0] * 6,
+                                                               [1, 1, 1, 0, 0, 0], [0] * 6])
+  np.testing.assert_array_equal(batch['inputs_position'], [[0, 1, 0, 1, 0, 0], [0] * 6,
+                                                           [0, 1, 2, 0, 0, 0], [0] * 6])
+  np.testing.assert_array_equal(batch['targets'], [[3, 3, 1, 9, 1, 0], [0] * 6,
+                                                   [4, 1, 0, 0, 0, 0], [0] * 6])
+  np.testing.assert_array_equal(batch['targets_position'], [[0, 1, 2, 0, 1, 0], [0] * 6,
+                                                            [0, 1, 0, 0, 0, 0], [0] * 6])
+
+
 def test_pad_batch_pads_rows_and_length_with_zero():
   batch = batching.pad_batch([np.array([5, 1])], [np.array([6, 7, 1])], 2, 4)
   np.testing.assert_array_equal(batch['inputs'], [[5, 1, 0, 0], [0, 0, 0, 0]])

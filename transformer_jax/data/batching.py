@@ -222,21 +222,29 @@ def pack_batch(inputs, targets, packed_rows, rows, length):
     {'inputs', 'targets', 'inputs_position', 'inputs_segmentation', 'targets_position',
     'targets_segmentation'}: int32 [rows, length]; segment 0 and position 0 on padding.
   """
+  # One pass over all the batch's examples at once (no loop over rows): every token's row,
+  # column, segment (its example's rank in the row, from 1) and position in its example.
+  members = [i for row in packed_rows for i in row]
+  row_sizes = np.fromiter((len(row) for row in packed_rows), np.int64, len(packed_rows))
+  example_row = np.repeat(np.arange(len(packed_rows)), row_sizes)
+  first_in_row = np.cumsum(row_sizes) - row_sizes
+  rank = np.arange(len(members)) - first_in_row[example_row]          # 0-based, in its row
   batch = {}
   for key, seqs in (('inputs', inputs), ('targets', targets)):
     tokens = np.full((rows, length), PAD_ID, np.int32)
     segmentation = np.zeros((rows, length), np.int32)
     position = np.zeros((rows, length), np.int32)
-    for r, members in enumerate(packed_rows):
-      if not members:
-        continue
+    if members:
       pieces = [seqs[i] for i in members]
       sizes = np.fromiter((len(p) for p in pieces), np.int64, len(pieces))
-      used = int(sizes.sum())
-      starts = np.cumsum(sizes) - sizes
-      tokens[r, :used] = np.concatenate(pieces)
-      segmentation[r, :used] = np.repeat(np.arange(1, len(pieces) + 1), sizes)
-      position[r, :used] = np.arange(used) - np.repeat(starts, sizes)
+      starts = np.cumsum(sizes) - sizes                                 # in the flat stream
+      row_starts = starts[first_in_row[example_row]]                    # its row's first token
+      token_row = np.repeat(example_row, sizes)
+      offset = np.arange(int(sizes.sum())) - np.repeat(starts, sizes)  # within its example
+      column = np.repeat(starts - row_starts, sizes) + offset
+      tokens[token_row, column] = np.concatenate(pieces)
+      segmentation[token_row, column] = np.repeat(rank + 1, sizes)
+      position[token_row, column] = offset
     batch[key] = tokens
     batch[key + '_segmentation'] = segmentation
     batch[key + '_position'] = position
