@@ -22,9 +22,8 @@ Against forming the logits whole (`layers.tied_logits` + `losses.compute_metrics
 the same three [tokens x d x vocab] products, but the elementwise passes read a chunk that is
 still in cache: on the 2-core CPU (AMD EPYC with AVX-512, jax 0.10.2, 2026-12-01;
 `python -m benchmarks.loss_speed`) loss, metrics and gradients for 4,096 tokens x 10,000 words
-took 215-219 ms against 305 ms at d 128 (chunk 256) and 713 against 832 ms at d 512 (chunk 512),
-the same values to 1e-6 relative. At 640 tokens x 37,000 words x d 512 chunks were slower
-(558 against 521 ms): too few tokens for the cache to matter.
+took 202-257 ms against 317-387 ms at d 128 (chunk 256; two runs), and at 640 tokens x 37,000
+words x d 512 506-534 ms against 533-568 ms, the same values to 1e-6 relative.
 """
 import functools
 
@@ -116,7 +115,9 @@ def _forward(hidden, table, targets, weights, label_smoothing, positions):
     weighted_probs = (exp * (w / total)[..., None]).astype(table.dtype)
     hidden_products = jnp.einsum('prv,vd->prd', weighted_probs, table,
                                  preferred_element_type=jnp.float32)
-    table_products += jnp.einsum('prv,prd->vd', weighted_probs, h,
+    # Accumulated as [d, vocab]: the chunk's probabilities are then the product's right
+    # operand as they lie; [vocab, d] made XLA transpose every [tokens, vocab] chunk.
+    table_products += jnp.einsum('prd,prv->dv', h, weighted_probs,
                                  preferred_element_type=jnp.float32)
     sums = (jnp.sum(smoothed * w), jnp.sum((lse - target_logit) * w),
             jnp.sum((target_logit >= top).astype(jnp.float32) * w))
@@ -125,10 +126,10 @@ def _forward(hidden, table, targets, weights, label_smoothing, positions):
   pieces = (hidden.reshape(n, positions, rows, d), targets.reshape(n, positions, rows),
             weights.reshape(n, positions, rows))
   table_products, (sums, hidden_products) = jax.lax.scan(
-      one_chunk, jnp.zeros(table.shape, jnp.float32), pieces)
+      one_chunk, jnp.zeros(table.shape[::-1], jnp.float32), pieces)
   outputs = tuple(jnp.sum(s) for s in sums)
   return outputs, (hidden, table, targets, weights, hidden_products.reshape(hidden.shape),
-                   table_products)
+                   table_products.T)
 
 
 def _backward(label_smoothing, positions, residuals, cotangents):
