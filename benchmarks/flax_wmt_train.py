@@ -23,6 +23,9 @@ dropout masks, 1.38x with the chunked loss alone); base, vocab 37,000, 16 x 40 (
 parameters), --steps=2: 1974 ms against 2189 ms (1.11x); later the same day, with the blocked
 beam top-k (no change to training): 1978 vs 2570 ms (1.30x) and, --pairs=5, 2102 vs 2486 ms
 (1.18x); --rows=64 --length=40: 7469 vs 11031 ms (1.48x); tiny again: 737 vs 1152 ms (1.56x).
+With the loss's table gradient accumulated as [d, vocab] (projected_loss), two runs each:
+tiny 805 vs 1284 ms (1.60x), 804 vs 1179 ms (1.47x); base 16 x 40 1864 vs 2539 ms (1.36x),
+2013 vs 2456 ms (1.22x).
 """
 import argparse
 import contextlib
