@@ -284,10 +284,13 @@ def write(plan: runner.Plan, split: str = 'validation', test_type: str = 'bs',
   averaged = sorted({r['metrics'].get('checkpoints_averaged', len(r['metrics'].get('checkpoints', [])) or 1)
                      for r in records})
   done = len(records)
+  # Rows beside the paper's numbers: say how those were made (Vaswani et al., Table 3: one model).
+  paper_note = ("; the paper's Table 3, beside which the rows stand, used none"
+                if any(row.paper for row in plan.sweep.rows) else '')
   header = (f'# Sweep {plan.source}: {split}\n\n{done} of {len(plan.sweep.members())} members '
             f'finished; base experiment `{plan.sweep.experiment}`; each result averages the last '
             f'{"/".join(map(str, averaged))} checkpoint(s) (eval.average_last of the base '
-            f'experiment; the paper\'s Table 3 used none).')
+            f'experiment{paper_note}).')
   suffix = '' if split == 'validation' else f'_{split}'
   write_csv(rows, os.path.join(plan.workdir, f'report{suffix}.csv'))
   with open(os.path.join(plan.workdir, f'report{suffix}.md'), 'w', encoding='utf-8') as f:
