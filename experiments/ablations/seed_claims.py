@@ -14,7 +14,18 @@ Transformer-Tiny recipe (pre-LN; see experiments/ablations/budgets.py).
 (c) One head against several at equal parameter count (h x d_k = 128 throughout).
 Seeds: 3 for the baseline, 2 for the other rows.
 
-Measured: not yet (the mini sweep is resumable; its report goes to docs/ablations/).
+Measured (mini, in progress): the finished members' results are archived, without checkpoints,
+in docs/ablations/seed_claims_mini/ (`--mode=archive`); so far the baseline, seed 0:
+validation bleu_tok_lc 21.66, perplexity 20.2 (the same row of table3.py:mini, run with the
+code before the chunked loss and 16-bit dropout: 21.41 +- 0.17 over 3 seeds). To resume it on a
+fresh machine with the code the remaining members should share:
+  git worktree add ../claimscode 351ef24
+  mkdir -p runs/claims_mini && cp -r docs/ablations/seed_claims_mini/. runs/claims_mini/
+  (cd ../claimscode && python launch.py --sweep=experiments/ablations/seed_claims.py:mini \
+      --workdir=$OLDPWD/runs/claims_mini --sweep_parallel=2 --sweep_pin_cores)
+(Seed 0 of the baseline trained with the code of 45bb142 and was evaluated with that of 86412de,
+which sums the loss's table gradient in another order: float-level differences only.)
+Its report goes to docs/ablations/ when every member is done.
 """
 from experiments.ablations import budgets
 from transformer_jax.sweep import Row
