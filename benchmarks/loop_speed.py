@@ -143,14 +143,14 @@ def _instrument_runner(runner, timers, warmup_steps):
       timers.compiled.add((fn, count))
       start, cpu = time.perf_counter(), time.process_time()
       out = fn(state, batch)
-      if timers.timed_from is not None and first:
-        # A program's first call compiles it (a K that does not divide the log or checkpoint
-        # period first runs single steps after the warm-up): a one-time cost, left out.
-        timers.compile_s += time.perf_counter() - start
-        timers.compile_cpu_s += time.process_time() - cpu
-      elif timers.timed_from is not None:
-        timers.dispatch += time.perf_counter() - start
       if timers.timed_from is not None:
+        if first:
+          # A program's first call compiles it (a K that does not divide the log or checkpoint
+          # period first runs single steps after the warm-up): a one-time cost, left out.
+          timers.compile_s += time.perf_counter() - start
+          timers.compile_cpu_s += time.process_time() - cpu
+        else:
+          timers.dispatch += time.perf_counter() - start
         timers.wait_batch += timers.last_wait
         timers.calls[count] = timers.calls.get(count, 0) + 1
       done['steps'] += count
