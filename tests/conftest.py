@@ -5,7 +5,10 @@ Most of the suite's time is XLA compiling the same few small programs again (eve
 test builds the copy-task smoke model). JAX's persistent cache, in a folder made for this
 session and removed after it, lets every later compile of an identical program, in this
 process and in the launch.py subprocesses that inherit the environment, load the executable
-instead. A user's own JAX_COMPILATION_CACHE_DIR is respected.
+instead. A user's own JAX_COMPILATION_CACHE_DIR is respected. Under pytest-xdist
+(pytest.ini runs one worker per core) the controller sets the folder before it starts the
+workers, which inherit it, so they share it too; an entry a worker reads while another is
+still writing it fails to load and is compiled instead (JAX warns, the numbers are the same).
 """
 import atexit
 import os
