@@ -219,6 +219,7 @@ def run(argv, launcher=DEFAULT_LAUNCHER):
   if len(argv) > 1:
     raise UserError(f'unexpected argument {argv[1]!r}: every option is a flag, e.g. '
                     '--experiment=experiments/multi30k.py --workdir=runs/m30k (see --help)')
+  _check_sweep_flags()
   if _SWEEP.value is not None:
     from transformer_jax.sweep import commands
     commands.main(_SWEEP.value, _WORKDIR.value, _MODE.value, parallel=_SWEEP_PARALLEL.value,
@@ -255,6 +256,39 @@ def run(argv, launcher=DEFAULT_LAUNCHER):
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
   dispatch(_MODE.value, config, workdir)
+
+
+# Flags of one run that a sweep has no use for: its members get theirs from the sweep file.
+_RUN_ONLY_FLAGS = ('step', 'input', 'print_config', 'buffer_lines', 'export_dir', 'multihost',
+                   'coordinator_address', 'num_processes', 'process_id', 'multihost_timeout')
+_SWEEP_ONLY_FLAGS = ('sweep_parallel', 'sweep_pin_cores', 'sweep_list', 'sweep_member',
+                     'sweep_archive')
+
+
+def _given(name: str) -> bool:
+  return flags.FLAGS[name].present
+
+
+def _check_sweep_flags() -> None:
+  """A flag the command would ignore is an error, not a silent no-op."""
+  if _SWEEP.value is None:
+    for name in _SWEEP_ONLY_FLAGS:
+      if _given(name):
+        raise UserError(f'--{name} needs --sweep=experiments/ablations/<name>.py: it only '
+                        'applies to a sweep')
+    return
+  if _given('experiment'):
+    raise UserError('--experiment does not go with --sweep: the sweep file names its base '
+                    'experiment; change its fields for every member with '
+                    '--experiment.<section>.<field>=<value>')
+  for name in _RUN_ONLY_FLAGS:
+    if _given(name):
+      raise UserError(f'--{name} does not apply to --sweep: run it on one member\'s folder '
+                      '(<workdir>/<row>_seed<k>) without --sweep')
+  if _SWEEP_MEMBER.value is not None and (_given('sweep_parallel') or _SWEEP_LIST.value):
+    other = '--sweep_parallel' if _given('sweep_parallel') else '--sweep_list'
+    raise UserError(f'--sweep_member and {other} do not go together: --sweep_member runs one '
+                    'member; drop one of them')
 
 
 def dispatch(mode: str, config, workdir: str) -> None:

@@ -17,6 +17,7 @@ from tests.reliability.runner import Case
 SMOKE = '--experiment=experiments/copy_task.py:smoke'
 M30K = '--experiment=experiments/multi30k.py:smoke'
 SST2 = '--experiment=experiments/sst2_classifier.py:smoke'
+T3_MINI = '--sweep=experiments/ablations/table3.py:mini'
 RAW = '--experiment.data.raw_dir={tmp}/raw'
 LANGS = ('de', 'en', 'fr')
 SPLIT_FILES = ('train', 'val', 'test_2016_flickr')
@@ -319,6 +320,14 @@ CASES = [
          workdir='run', setup=truncate_arrays(2)),
     Case('eval_all_checkpoints_damaged', [SMOKE, '--mode=eval'], 'readable checkpoint',
          workdir='run', setup=emptied_checkpoints),
+
+    # --- sweeps: flags that would be ignored are errors -------------------------------------
+    Case('sweep_not_a_sweep_file', ['--sweep=experiments/copy_task.py'], 'defines no get_sweep()'),
+    Case('sweep_with_experiment_file', [T3_MINI, SMOKE], '--experiment does not go with --sweep'),
+    Case('sweep_with_a_run_flag', [T3_MINI, '--input=in.txt'], '--input does not apply'),
+    Case('sweep_member_and_parallel', [T3_MINI, '--sweep_member=1', '--sweep_parallel=2'],
+         'do not go together'),
+    Case('sweep_flag_without_sweep', [SMOKE, '--sweep_parallel=2'], '--sweep_parallel needs --sweep'),
 
     # --- several processes ------------------------------------------------------------------
     Case('multihost_without_coordinator', [SMOKE, '--multihost'], '--coordinator_address'),

@@ -124,6 +124,10 @@ def _run_file(path: str, function: str, variant: str):
   module_spec = importlib.util.spec_from_file_location('_sweep_loaded', path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
+  if not callable(getattr(module, function, None)):
+    kind = ('a sweep file, such as experiments/ablations/table3.py' if function == 'get_sweep'
+            else 'an experiment file, such as experiments/multi30k.py')
+    raise UserError(f'{path} defines no {function}(): give {kind}')
   return getattr(module, function)(variant or None)
 
 
