@@ -225,7 +225,7 @@ def run(argv, launcher=DEFAULT_LAUNCHER):
     commands.main(_SWEEP.value, _WORKDIR.value, _MODE.value, parallel=_SWEEP_PARALLEL.value,
                   pin_cores=_SWEEP_PIN_CORES.value,
                   list_only=_SWEEP_LIST.value, member=_SWEEP_MEMBER.value,
-                  extra=[a for a in sys.argv[1:] if a.startswith('--experiment.')],
+                  extra=cli_config.split_overrides(sys.argv)[1],
                   launcher=list(launcher), archive_to=_SWEEP_ARCHIVE.value)
     return
   if _MODE.value in ('report', 'archive'):

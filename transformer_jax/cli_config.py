@@ -123,7 +123,8 @@ def experiment_given(argv) -> bool:
 def split_overrides(argv):
   """(argv without the `--experiment.<key>` overrides, the overrides).
 
-  A value given as the next argument (`--experiment.train.num_steps 10`) goes with its flag.
+  A value given as the next argument (`--experiment.train.num_steps 10`) goes with its flag,
+  joined to it: the overrides come back as `--experiment.<key>=<value>` (or a bare boolean).
   """
   argv = flags.FLAGS.read_flags_from_files(argv, force_gnu=False)
   rest, overrides = [], []
@@ -132,7 +133,7 @@ def split_overrides(argv):
     if i > 0 and re.match(r'-{1,2}(no)?experiment\.', argv[i]):
       takes_next = ('=' not in argv[i] and i + 1 < len(argv)
                     and not argv[i + 1].startswith('-'))
-      overrides += argv[i:i + 1 + takes_next]
+      overrides.append('='.join(argv[i:i + 1 + takes_next]))
       i += 1 + takes_next
     else:
       rest.append(argv[i])

@@ -327,6 +327,9 @@ CASES = [
     Case('sweep_with_a_run_flag', [T3_MINI, '--input=in.txt'], '--input does not apply'),
     Case('sweep_member_and_parallel', [T3_MINI, '--sweep_member=1', '--sweep_parallel=2'],
          'do not go together'),
+    Case('sweep_unknown_override', [T3_MINI, '--experiment.train.bogus=1'], 'train.bogus'),
+    Case('sweep_override_out_of_range', [T3_MINI, '--experiment.train.num_steps=-3'],
+         'num_steps'),
     Case('sweep_flag_without_sweep', [SMOKE, '--sweep_parallel=2'], '--sweep_parallel needs --sweep'),
 
     # --- several processes ------------------------------------------------------------------

@@ -51,7 +51,7 @@ def main(source: str, workdir: Optional[str], mode: str, *, parallel: int,
   if (mode == 'archive') != bool(archive_to):
     raise UserError('--mode=archive and --sweep_archive=DIR go together: DIR is the folder '
                     'that receives the done members\' results')
-  sweep = spec.load(source)
+  sweep = spec.load(source, extra)
   plan = runner.Plan(sweep, source, os.path.abspath(workdir), tuple(launcher), tuple(extra))
   if list_only:
     for line in runner.listing(plan):

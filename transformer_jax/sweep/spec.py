@@ -11,6 +11,7 @@ import os
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from transformer_jax import cli_config
 from transformer_jax import paths
 from transformer_jax import validation
 from transformer_jax.errors import UserError
@@ -95,8 +96,9 @@ def flag_value(value: Any) -> str:
   return str(value)
 
 
-def load(path_and_variant: str) -> Sweep:
-  """Reads a sweep file (`path[:variant]`) and checks every member's config; UserError if not."""
+def load(path_and_variant: str, extra: Sequence[str] = ()) -> Sweep:
+  """Reads a sweep file (`path[:variant]`) and checks every member's config, with the command
+  line's `--experiment.<key>=<value>` overrides `extra` on top; UserError if not."""
   path, _, variant = paths.resolve_experiment(path_and_variant).partition(':')
   if not os.path.isfile(path):
     raise UserError(f'unknown sweep file {path!r}: give a file defining get_sweep(), e.g. '
@@ -107,7 +109,7 @@ def load(path_and_variant: str) -> Sweep:
     raise
   except Exception as e:  # pylint: disable=broad-except  (the user's file: one line, exit 2)
     raise UserError(f'{path_and_variant}: {type(e).__name__}: {e}: fix the sweep file') from None
-  check(sweep, path_and_variant)
+  check(sweep, path_and_variant, extra)
   return sweep
 
 
@@ -131,8 +133,9 @@ def _run_file(path: str, function: str, variant: str):
   return getattr(module, function)(variant or None)
 
 
-def resolved_config(sweep: Sweep, member: Member):
-  """The base config with the member's overrides, checked like command-line overrides."""
+def resolved_config(sweep: Sweep, member: Member, extra: Sequence[str] = ()):
+  """The base config with the member's overrides, checked like command-line overrides, then
+  the command line's own (`extra`, as the member's launch.py applies them after the row's)."""
   config = _base_config(sweep.experiment)
   config.lock()
   for key, value in member_overrides(sweep, member).items():
@@ -145,15 +148,17 @@ def resolved_config(sweep: Sweep, member: Member):
       config[section][field] = value
     except (TypeError, ValueError) as e:
       raise UserError(f'{where} has the wrong type ({e}): give a value of the field\'s type') from None
+  config = cli_config.apply_overrides(config, list(extra))
   try:
     validation.check_config(config)
   except UserError as e:
-    raise UserError(f'row {member.row.name!r}: {e}') from None
+    given = ' with the command line\'s --experiment overrides' if extra else ''
+    raise UserError(f'row {member.row.name!r}{given}: {e}') from None
   return config
 
 
-def check(sweep: Sweep, where: str) -> None:
-  """Names, baseline, seeds and every member's config, before anything runs."""
+def check(sweep: Sweep, where: str, extra: Sequence[str] = ()) -> None:
+  """Names, baseline, seeds and every member's config (with `extra`), before anything runs."""
   names = [row.name for row in sweep.rows]
   for name in names:
     if not _NAME.match(name):
@@ -169,7 +174,7 @@ def check(sweep: Sweep, where: str) -> None:
     if not (row.seeds or sweep.seeds):
       raise UserError(f'{where}: row {row.name!r} has no seeds: give it seeds or the sweep seeds')
   for member in sweep.members():
-    resolved_config(sweep, member)
+    resolved_config(sweep, member, extra)
 
 
 def summary(sweep: Sweep) -> Tuple[int, int]:
