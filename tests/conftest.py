@@ -38,3 +38,10 @@ def shared_data():
   if not SHARED_DATA.is_dir():
     pytest.skip(f'no shared data folder at {SHARED_DATA}')
   return SHARED_DATA
+
+
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto` (pytest.ini): one worker per core this process may run on (`taskset` and
+  container CPU sets respected), where xdist would count the host's physical cores."""
+  del config
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
