@@ -15,9 +15,12 @@ Transformer-Tiny recipe (pre-LN; see experiments/ablations/budgets.py).
 Seeds: 3 for the baseline, 2 for the other rows.
 
 Measured (mini, in progress): the finished members' results are archived, without checkpoints,
-in docs/ablations/seed_claims_mini/ (`--mode=archive`); so far the baseline, seed 0:
-validation bleu_tok_lc 21.66, perplexity 20.2 (the same row of table3.py:mini, run with the
-code before the chunked loss and 16-bit dropout: 21.41 +- 0.17 over 3 seeds). To resume it on a
+in docs/ablations/seed_claims_mini/ (`--mode=archive`, with the partial report.{md,csv,png});
+so far the baseline's 3 seeds (2026-12-02, the 2-core CPU): validation bleu_tok_lc 21.47 +- 0.20,
+perplexity 20.4; attention entropy 2.33 nats at initialisation and 1.23 after training, saturated
+rows (max weight > 0.99) 2.0% and 12.2%; gradient norm 0.98 at the start, 0.38 at the end (the
+same row of table3.py:mini, run with the code before the chunked loss and 16-bit dropout:
+21.41 +- 0.17). To resume it on a
 fresh machine with the code the remaining members should share:
   git worktree add ../claimscode 351ef24
   mkdir -p runs/claims_mini && cp -r docs/ablations/seed_claims_mini/. runs/claims_mini/
