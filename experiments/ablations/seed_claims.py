@@ -20,7 +20,8 @@ so far the baseline's 3 seeds (2026-12-02, the 2-core CPU): validation bleu_tok_
 perplexity 20.4; attention entropy 2.33 nats at initialisation and 1.23 after training, saturated
 rows (max weight > 0.99) 2.0% and 12.2%; gradient norm 0.98 at the start, 0.38 at the end (the
 same row of table3.py:mini, run with the code before the chunked loss and 16-bit dropout:
-21.41 +- 0.17); and scaled_dk16 (2 seeds): 20.30 +- 0.73. To resume it on a
+21.41 +- 0.17); scaled_dk16 (2 seeds): 20.30 +- 0.73; unscaled_dk16: 8.29 +- 0.25,
+saturated rows 9.9% at initialisation and 57.7% trained. To resume it on a
 fresh machine with the code the remaining members should share:
   git worktree add ../claimscode 351ef24
   mkdir -p runs/claims_mini && cp -r docs/ablations/seed_claims_mini/. runs/claims_mini/
