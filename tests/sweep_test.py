@@ -5,6 +5,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import shutil
 import signal
 import statistics
@@ -21,10 +22,12 @@ from transformer_jax.sweep import runner
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 SWEEP = '''
-from transformer_jax.sweep import Row, Sweep
+from transformer_jax.sweep import Curves, Row, Sweep
 
 def get_sweep(arg=None):
   return Sweep(experiment='experiments/copy_task.py:smoke', baseline='base', seeds=(0, 1),
+               curves=[Curves('width', 'd_ff', {'ffn': [(32, 'base'), (48, 'wide')]},
+                              panels=[('accuracy',), ('loss', 'perplexity')])],
                common={'train.num_steps': 6, 'train.checkpoint_every_steps': 2,
                        'train.eval_every_steps': 6, 'train.log_every_steps': 2,
                        'eval.max_batches': 0},
@@ -80,6 +83,42 @@ def test_unknown_key_in_a_row_fails_before_anything_runs(tmp_path):
   assert not (tmp_path / 'run').exists()
 
 
+@pytest.mark.parametrize('old, new, message', [
+    ("(48, 'wide')", "(48, 'wider')", "draw rows ['wider'] that the sweep does not have"),
+    ("('accuracy',), ", "('acuracy',), ", "panels of reported metrics, not ['acuracy']"),
+    ("('accuracy',), ", "(), ", 'need non-empty panels'),
+    ("Curves('width'", "Curves('a width'", "curves name 'a width' must be letters"),
+], ids=['unknown-row', 'unknown-metric', 'empty-panel', 'bad-name'])
+def test_bad_curves_fail_when_the_sweep_loads(tmp_path, monkeypatch, old, new, message):
+  from transformer_jax.errors import UserError
+  from transformer_jax.sweep import spec
+  monkeypatch.chdir(REPO)
+  assert SWEEP.count(old) == 1
+  with pytest.raises(UserError, match=re.escape(message)):
+    spec.load(sweep_file(tmp_path, SWEEP.replace(old, new)))
+  assert spec.load(sweep_file(tmp_path)).curves[0].name == 'width'
+
+
+def test_curves_draw_each_series_mean_and_error_and_skip_missing_rows(tmp_path):
+  from transformer_jax.sweep import curves as curves_lib
+  from transformer_jax.sweep import spec
+  figure = spec.Curves('scaling', 'd_k', {'scaled': [(64, 'a64'), (16, 'a16'), (32, 'base')],
+                                          'unscaled': [(16, 'b16'), (32, 'b32')]},
+                       panels=[('bleu',), ('entropy', 'init_entropy')])
+  rows = [{'row': 'base', 'bleu': 21.0, 'bleu_se': 0.5, 'entropy': 1.2, 'entropy_se': None},
+          {'row': 'a16', 'bleu': 20.0, 'bleu_se': None, 'entropy': 1.3, 'entropy_se': 0.1},
+          {'row': 'b16', 'bleu': 8.0, 'bleu_se': 0.25, 'entropy': None, 'entropy_se': None}]
+  assert curves_lib.points(figure, rows, 'bleu') == {
+      'scaled': [(16.0, 20.0, 0.0), (32.0, 21.0, 0.5)], 'unscaled': [(16.0, 8.0, 0.25)]}
+  assert curves_lib.points(figure, rows, 'entropy') == {
+      'scaled': [(16.0, 1.3, 0.1), (32.0, 1.2, 0.0)], 'unscaled': []}
+  path = tmp_path / 'curves.png'
+  assert curves_lib.plot(figure, rows, str(path), 'test') == ['bleu', 'entropy']
+  assert path.stat().st_size > 1000
+
+
+
+
 @pytest.mark.slow
 def test_sweep_runs_every_member_and_reports_mean_and_standard_error(reference):
   tmp, workdir, _ = reference
@@ -103,6 +142,7 @@ def test_sweep_runs_every_member_and_reports_mean_and_standard_error(reference):
   assert float(rows['wide']['accuracy_delta']) == pytest.approx(delta, abs=1e-12)
   assert (workdir / 'report.md').read_text().count('\n| ') >= 2
   assert (workdir / 'report.png').stat().st_size > 1000
+  assert (workdir / 'report_width.png').stat().st_size > 1000
   # Running again skips every finished member.
   again = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={workdir}')
   assert again.returncode == 0 and '4 done, 0 to run' in again.stderr

@@ -32,13 +32,16 @@ which sums the loss's table gradient in another order: float-level differences o
 Its report goes to docs/ablations/ when every member is done.
 """
 from experiments.ablations import budgets
+from transformer_jax.sweep import Curves
 from transformer_jax.sweep import Row
 from transformer_jax.sweep import Sweep
+
+_DIMS = (16, 32, 64, 128)
 
 
 def get_sweep(arg=None):
   scaling = []
-  for d in (16, 32, 64, 128):
+  for d in _DIMS:
     if d != 32:                                   # d_k 32 scaled is the baseline
       scaling.append(Row(f'scaled_dk{d}', {'model.head_dim': d}, note=f'd_k={d}, scaled'))
     scaling.append(Row(f'unscaled_dk{d}', {'model.head_dim': d, 'model.attention_scale': 1.0},
@@ -47,7 +50,18 @@ def get_sweep(arg=None):
                for kind in ('learned', 'multiplicative', 'rotary', 'none')]
   heads = [Row(f'heads{h}_dk{128 // h}', {'model.num_heads': h, 'model.head_dim': 128 // h},
                note=f'{h} head(s) of d_k {128 // h}') for h in (1, 8)]
+  scaling_curves = Curves(
+      'scaling', 'd_k (4 heads, d_v = d_k)',
+      series={'scaled 1/sqrt(d_k)': [(d, 'base' if d == 32 else f'scaled_dk{d}') for d in _DIMS],
+              'no scaling': [(d, f'unscaled_dk{d}') for d in _DIMS]},
+      panels=[('bleu_tok_lc',), ('init_attention_entropy', 'attention_entropy'),
+              ('init_attention_saturated', 'attention_saturated'),
+              ('grad_norm_start', 'grad_norm_end')])
+  head_curves = Curves('heads', 'heads (h x d_k = 128)',
+                       series={'scaled': [(1, 'heads1_dk128'), (4, 'base'), (8, 'heads8_dk16')]},
+                       panels=[('bleu_tok_lc',), ('perplexity',), ('attention_entropy',)])
   return Sweep(experiment=budgets.BASE, baseline='base', seeds=(0, 1),
+               curves=(scaling_curves, head_curves),
                common={**budgets.common(arg), 'eval.attention_stats': True},
                extra_metrics=('attention_entropy', 'attention_saturated',
                               'init_attention_entropy', 'init_attention_saturated',

@@ -3,7 +3,8 @@ paired significance test against the baseline on the same sentences.
 
 Reads each done member's averaged evaluation (`--mode=eval` writes
 `eval/<split>_step<N>_avg<K>_<decoding>.{json,hyp.txt,ref.txt}`) and its metrics.jsonl
-(training minutes), and writes `report.csv`, `report.md` and `report.png` in the sweep's folder.
+(training minutes), and writes `report.csv`, `report.md` and `report.png` in the sweep's folder,
+plus `report_<name>.png` for each of the sweep's Curves (curves.py).
 
 Standard error: the sample standard deviation over seeds (n - 1 in the denominator) over
 sqrt(n); with one seed there is none. Significance: sacrebleu's paired bootstrap (1,000
@@ -19,11 +20,11 @@ import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from transformer_jax.errors import UserError
+from transformer_jax.sweep import curves
 from transformer_jax.sweep import runner
 from transformer_jax.sweep import spec
 
-# Metrics reported when present, in this order; the sweep's own `metric` comes first.
-METRICS = ('bleu_tok_lc', 'sacrebleu', 'loss', 'perplexity', 'accuracy', 'exact_match')
+METRICS = spec.METRICS
 
 
 def mean_and_error(values: Sequence[float]):
@@ -295,6 +296,9 @@ def write(plan: runner.Plan, split: str = 'validation', test_type: str = 'bs',
   write_csv(rows, os.path.join(plan.workdir, f'report{suffix}.csv'))
   with open(os.path.join(plan.workdir, f'report{suffix}.md'), 'w', encoding='utf-8') as f:
     f.write(to_markdown(plan.sweep, rows, header))
-  plot(plan.sweep, rows, os.path.join(plan.workdir, f'report{suffix}.png'),
-       f'{plan.source} ({split}, {done} members)')
+  title = f'{plan.source} ({split}, {done} members)'
+  plot(plan.sweep, rows, os.path.join(plan.workdir, f'report{suffix}.png'), title)
+  for figure in plan.sweep.curves:
+    curves.plot(figure, rows, os.path.join(plan.workdir, f'report{suffix}_{figure.name}.png'),
+                f'{title}: mean ± s.e. over seeds')
   return rows

@@ -18,6 +18,9 @@ from transformer_jax.errors import UserError
 
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
 
+# Metrics a report shows when present, in this order; the sweep's own `metric` comes first.
+METRICS = ('bleu_tok_lc', 'sacrebleu', 'loss', 'perplexity', 'accuracy', 'exact_match')
+
 
 @dataclasses.dataclass(frozen=True)
 class Row:
@@ -38,6 +41,26 @@ class Row:
 
 
 @dataclasses.dataclass(frozen=True)
+class Curves:
+  """Rows drawn as lines against a numeric setting, one panel per group of metrics, written
+  beside the bar chart as report_<name>.png (e.g. a metric against d_k, scaled and unscaled).
+
+  Attributes:
+    name: the figure's name (report_<name>.png; [A-Za-z0-9_.-]).
+    x_label: what the x axis shows, e.g. 'd_k (4 heads)'.
+    series: {line label: [(x, row name), ...]}: one line per label through those rows.
+    panels: groups of metrics, one panel each; the metrics of a panel share its axes, told apart
+      by the line style (e.g. ('init_attention_entropy', 'attention_entropy')).
+    log_x: a base-2 logarithmic x axis.
+  """
+  name: str
+  x_label: str
+  series: Mapping[str, Sequence[Tuple[float, str]]]
+  panels: Sequence[Sequence[str]]
+  log_x: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
 class Sweep:
   """A base experiment, its rows and seeds.
 
@@ -50,6 +73,7 @@ class Sweep:
     metric: the report's main metric (the bar chart's), e.g. 'bleu_tok_lc' or 'accuracy'.
     extra_metrics: more columns for the report, from the evaluation JSON or the training log
       ('grad_norm_start', 'grad_norm_end': the first and last logged gradient norm).
+    curves: line figures of the report (Curves), beside its bar chart.
   """
   experiment: str
   rows: Sequence[Row]
@@ -58,6 +82,7 @@ class Sweep:
   common: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   metric: str = 'bleu_tok_lc'
   extra_metrics: Sequence[str] = ()
+  curves: Sequence[Curves] = ()
 
   def row(self, name: str) -> Row:
     return next(r for r in self.rows if r.name == name)
@@ -170,11 +195,29 @@ def check(sweep: Sweep, where: str, extra: Sequence[str] = ()) -> None:
   if sweep.baseline not in names:
     raise UserError(f'{where}: the baseline {sweep.baseline!r} is not a row: set baseline to '
                     f'one of {names}')
+  _check_curves(sweep, where, names)
   for row in sweep.rows:
     if not (row.seeds or sweep.seeds):
       raise UserError(f'{where}: row {row.name!r} has no seeds: give it seeds or the sweep seeds')
   for member in sweep.members():
     resolved_config(sweep, member, extra)
+
+
+def _check_curves(sweep: Sweep, where: str, names: Sequence[str]) -> None:
+  known = {sweep.metric, *sweep.extra_metrics, *METRICS}
+  for curves in sweep.curves:
+    if not _NAME.match(curves.name):
+      raise UserError(f'{where}: curves name {curves.name!r} must be letters, digits, _ . - '
+                      '(it names a file): rename it')
+    missing = sorted({row for points in curves.series.values() for _, row in points} - set(names))
+    if missing:
+      raise UserError(f'{where}: curves {curves.name!r} draw rows {missing} that the sweep does '
+                      f'not have: use rows of {list(names)}')
+    unknown = sorted({m for panel in curves.panels for m in panel} - known)
+    if unknown or not curves.panels or not all(curves.panels):
+      raise UserError(f'{where}: curves {curves.name!r} need non-empty panels of reported metrics'
+                      f'{f", not {unknown}" if unknown else ""}: add them to extra_metrics or '
+                      f'use one of {sorted(known)}')
 
 
 def summary(sweep: Sweep) -> Tuple[int, int]:
