@@ -108,6 +108,30 @@ def test_multi_head_module_equals_manual_projection():
   np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
+def test_unscaled_logit_variance_at_init_does_not_grow_with_head_dim():
+  """The tutorials' argument for 1/sqrt(d_k) takes q and k with unit-variance components, so
+  q.k has variance d_k. The projections' Xavier init (fan-in d_model, fan-out h * d_k) gives
+  each component variance 2 d_model / (d_model + h d_k) on unit-variance inputs, hence
+  Var(q.k) = d_k (2 d_model / (d_model + h d_k))^2: about flat in d_k at d_model 128, h 4
+  (seed_claims.py's unscaled rows saturate as much at d_k 16 as at 128 at initialisation)."""
+  d_model, heads = 128, 4
+  x = np.random.default_rng(0).normal(size=(1, 256, d_model)).astype(np.float32)
+  measured = {}
+  for head_dim in (16, 32, 64, 128):
+    module = attention.MultiHeadAttention(num_heads=heads, head_dim=head_dim)
+    draws = []
+    for seed in range(4):
+      params = jax.device_get(module.init(jax.random.key(seed), x)['params'])
+      q = (np.einsum('bld,dhk->bhlk', x, params['query']['kernel'])
+           + params['query']['bias'][None, :, None, :])
+      k = np.einsum('bld,dhk->bhlk', x, params['key']['kernel'])
+      draws.append(np.einsum('bhqk,bhsk->bhqs', q, k).var())
+    measured[head_dim] = np.mean(draws)
+    expected = head_dim * (2 * d_model / (d_model + heads * head_dim)) ** 2
+    assert measured[head_dim] == pytest.approx(expected, rel=0.15), head_dim
+  assert measured[128] < measured[16]       # not 8x larger, as unit-variance q, k would give
+
+
 def test_cross_attention_shapes_and_sown_weights():
   q = jnp.ones((2, 3, 8))
   kv = jnp.ones((2, 6, 8))
