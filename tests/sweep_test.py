@@ -117,8 +117,6 @@ def test_curves_draw_each_series_mean_and_error_and_skip_missing_rows(tmp_path):
   assert path.stat().st_size > 1000
 
 
-
-
 @pytest.mark.slow
 def test_sweep_runs_every_member_and_reports_mean_and_standard_error(reference):
   tmp, workdir, _ = reference

@@ -34,7 +34,8 @@ def plot(curves: spec.Curves, rows: Sequence[Dict[str, Any]], path: str, title: 
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  panels = [tuple(panel) for panel in curves.panels]
+  panels = list(curves.panels)
+  ticks = sorted({float(x) for members in curves.series.values() for x, _ in members})
   columns = min(len(panels), 4)
   grid_rows = -(-len(panels) // columns)
   fig, axes = plt.subplots(grid_rows, columns, figsize=(3.6 * columns, 3.1 * grid_rows + 0.5),
@@ -56,7 +57,6 @@ def plot(curves: spec.Curves, rows: Sequence[Dict[str, Any]], path: str, title: 
           drawn_metrics.append(metric)
     if curves.log_x:
       ax.set_xscale('log', base=2)
-    ticks = sorted({float(x) for members in curves.series.values() for x, _ in members})
     ax.set_xticks(ticks)
     ax.set_xticklabels([f'{x:g}' for x in ticks])
     ax.minorticks_off()

@@ -24,8 +24,6 @@ from transformer_jax.sweep import curves
 from transformer_jax.sweep import runner
 from transformer_jax.sweep import spec
 
-METRICS = spec.METRICS
-
 
 def mean_and_error(values: Sequence[float]):
   """(mean, standard error) of `values`; the error is None for fewer than two values."""
@@ -130,7 +128,7 @@ def _share_references(records) -> None:
 
 def _metric_names(sweep: spec.Sweep, records) -> List[str]:
   present = {k for r in records for k, v in r['metrics'].items() if isinstance(v, (int, float))}
-  names = [sweep.metric] + [m for m in (*METRICS, *sweep.extra_metrics) if m != sweep.metric]
+  names = [sweep.metric] + [m for m in (*spec.METRICS, *sweep.extra_metrics) if m != sweep.metric]
   return [m for m in names if m in present]
 
 
@@ -227,7 +225,7 @@ def to_markdown(sweep: spec.Sweep, rows, header: str) -> str:
 
 
 def _metric_names_of(sweep: spec.Sweep, rows) -> List[str]:
-  return [k for k in (*METRICS, *sweep.extra_metrics) if rows and k in rows[0]]
+  return [k for k in (*spec.METRICS, *sweep.extra_metrics) if rows and k in rows[0]]
 
 
 def _describe(overrides) -> str:
