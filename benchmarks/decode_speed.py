@@ -89,20 +89,24 @@ def uncached_parts(model, params, encoded, inputs, out_len):
   return state, tokens_to_logits
 
 
-def decode_batch(params, inputs, rng, *, model, method, beam_size, cached, out_len):
-  """Output ids [batch, out_len] of one search over `inputs` [batch, src_len]."""
+def decode_batch(params, inputs, rng, *, model, method, beam_size, cached, out_len,
+                 cache_stages=predict.SearchSettings.cache_stages):
+  """Output ids [batch, out_len] of one search over `inputs` [batch, src_len]; the cache
+  grows in `cache_stages` stages as in predict (the uncached search has no cache)."""
   batch_size = inputs.shape[0]
   encoded = model.apply({'params': params}, inputs, method='encode')
   beams = beam_size if method == 'beam' else 1
+  common = dict(batch_size=batch_size, max_decode_len=out_len, eos_id=EOS_ID)
   if cached:
     encoded, inputs = predict.for_beams(model, encoded, inputs, beams)
-    cache = predict.init_cache(model, params, encoded, inputs, out_len, rows=batch_size * beams)
+    cache, common['cache_stages'] = predict.staged_cache(
+        lambda length: predict.init_cache(model, params, encoded, inputs, length,
+                                          rows=batch_size * beams), out_len, cache_stages)
     fn = predict.make_tokens_to_logits(model, params, encoded, inputs)
   else:
     encoded, inputs = decode.expand_to_beams((encoded, inputs), beams)
     cache, fn = uncached_parts(model, params, encoded, inputs, out_len)
   fn = without_eos(fn, EOS_ID)
-  common = dict(batch_size=batch_size, max_decode_len=out_len, eos_id=EOS_ID)
   if method == 'beam':
     return decode.beam_search(cache, fn, beam_size=beam_size, alpha=0.6, **common)[0][:, 0]
   if method == 'greedy':
@@ -156,7 +160,8 @@ def measure(name, model, params, inputs, cache_modes, args):
   call_args = (params, inputs, jax.random.key(0))
   compiled = [compile_call(functools.partial(decode_batch, model=model, method=method,
                                              beam_size=beam_size, cached=cached,
-                                             out_len=args.out_len), *call_args)
+                                             out_len=args.out_len,
+                                             cache_stages=args.cache_stages), *call_args)
               for cached in cache_modes]
   timed = time_alternately([(fn, call_args) for fn, _ in compiled],
                            [args.repeats if cached else args.uncached_repeats
@@ -179,6 +184,8 @@ def add_shape_flags(parser):
   parser.add_argument('--src_len', type=int, default=32)
   parser.add_argument('--out_len', type=int, default=64)
   parser.add_argument('--vocab_size', type=int, default=8000)
+  parser.add_argument('--cache_stages', type=int, default=predict.SearchSettings.cache_stages,
+                      help='stages the key/value cache grows in (1 = one fixed-size cache)')
 
 
 def main():
@@ -198,7 +205,8 @@ def main():
              for name in args.methods.split(',')}
   print(json.dumps({
       'setting': args.setting, 'vocab_size': args.vocab_size, 'batch': args.batch,
-      'src_len': args.src_len, 'out_len': args.out_len, 'eos': 'masked', 'alpha': 0.6,
+      'src_len': args.src_len, 'out_len': args.out_len, 'cache_stages': args.cache_stages,
+      'eos': 'masked', 'alpha': 0.6,
       'repeats': args.repeats, 'uncached_repeats': args.uncached_repeats,
       'machine': machine(), 'results': results}))
 

@@ -133,7 +133,8 @@ def main():
   our_args, their_args = (params, inputs, jax.random.key(0)), (flax_params, inputs, flax_cache)
   ours, our_compile = decode_speed.compile_call(
       functools.partial(decode_speed.decode_batch, model=model, method='beam',
-                        beam_size=args.beam_size, cached=True, out_len=args.out_len), *our_args)
+                        beam_size=args.beam_size, cached=True, out_len=args.out_len,
+                        cache_stages=args.cache_stages), *our_args)
   theirs, their_compile = decode_speed.compile_call(
       functools.partial(flax_beam_decode, models=models, wmt_decode=wmt_decode, config=config,
                         beam_size=args.beam_size, max_decode_len=args.out_len + 1), *their_args)
@@ -146,6 +147,7 @@ def main():
   print(json.dumps({
       'setting': args.setting, 'vocab_size': args.vocab_size, 'batch': args.batch,
       'src_len': args.src_len, 'out_len': args.out_len, 'beam_size': args.beam_size,
+      'cache_stages': args.cache_stages,
       'alpha': 0.6, 'eos': 'masked', 'repeats': args.repeats, 'flax': flax.__version__,
       'flax_wmt_dir': example_dir, 'machine': decode_speed.machine(),
       'params': {'ours': summary.count_params(params),

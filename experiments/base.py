@@ -111,5 +111,6 @@ def get_base_config() -> ml_collections.ConfigDict:
       temperature=1.0,
       top_k=0,
       top_p=1.0,
+      cache_stages=4,                     # the decoding cache grows in this many stages
   ))
   return config

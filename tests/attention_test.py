@@ -171,6 +171,33 @@ def test_self_attention_cache_equals_full_causal_pass():
   assert state['cache']['cached_key'].shape == (2, 2, 5, 4)
 
 
+def test_a_cache_grown_mid_decoding_goes_on_as_the_full_causal_pass():
+  """Two positions in a 2-position cache, then grown to 5 (attention.grow_cache): the
+  remaining steps see the filled positions where they were and nothing of the new ones."""
+  x = np.random.default_rng(7).normal(size=(2, 5, 8)).astype(np.float32)
+  module = attention.MultiHeadAttention(num_heads=2, head_dim=4, rotary=True)
+  params = module.init(jax.random.key(0), x)['params']
+  full = module.apply({'params': params}, x, mask=attention.make_causal_mask(5))
+  cached = attention.MultiHeadAttention(num_heads=2, head_dim=4, rotary=True, decode=True)
+  _, state = cached.apply({'params': params}, x[:, :2], mutable=['cache'])
+  assert attention.holds_self_cache(state)
+  steps = []
+  for t in range(5):
+    if t == 2:
+      before = state['cache']
+      state = attention.grow_cache(state, 5)
+      assert state['cache']['cached_key'].shape == (2, 2, 5, 4)
+      np.testing.assert_array_equal(state['cache']['cached_value'][:, :, :2],
+                                    before['cached_value'])
+      assert int(state['cache']['cache_index']) == 2
+    out, state = cached.apply({'params': params, **state}, x[:, t:t + 1], mutable=['cache'])
+    steps.append(out)
+  np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=1e-5)
+  with pytest.raises(ValueError, match='shrink'):
+    attention.grow_cache(state, 4)
+  assert not attention.holds_self_cache({'carry': jnp.zeros((2, 3))})
+
+
 def test_decoding_cross_attention_groups_query_rows_over_fewer_source_rows():
   """Rows 3g..3g+2 over source row g (a beam search's beams sharing one source) equal
   each row over its own copy of that source; a count that is not a multiple is refused."""

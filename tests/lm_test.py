@@ -308,3 +308,17 @@ def test_sample_and_eval_modes_on_a_smoke_run(shared_data, tmp_path, capsys):
   assert np.isfinite(metrics['perplexity']) and 'sacrebleu' not in metrics
   with pytest.raises(UserError, match='language model'):
     modes.sample(base.get_base_config(), workdir)
+
+
+@pytest.mark.parametrize('method', ['greedy', 'sample', 'beam'])
+def test_a_cache_grown_in_stages_generates_what_one_fixed_cache_does(method):
+  """Prompts and continuations cross the stage ends (8 and 16 of 24 positions)."""
+  model, params, _ = setup_model()
+  prompts = np.random.default_rng(3).integers(3, 40, (4, 8))
+  prompts[1, 5:] = 0
+  prompts[2, :] = 0
+  run = lambda stages: run_generate(model, params, prompts, method=method, beam_size=3,
+                                    max_extra_len=16, cache_stages=stages)
+  fixed = run(1)
+  assert fixed.shape == (4, 24) and np.any(fixed[:, 16:] != 0)   # reached the last stage
+  np.testing.assert_array_equal(run(4), fixed)

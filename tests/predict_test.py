@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 
 from tests import beam_checks
+from transformer_jax import attention
 from transformer_jax import decode
 from transformer_jax import parallel
 from transformer_jax import predict
+from transformer_jax.config import RNNConfig
 from transformer_jax.config import TransformerConfig
+from transformer_jax.models.rnn_seq2seq import RNNSeq2Seq
 from transformer_jax.models.transformer import Transformer
 
 EOS = 1
@@ -85,3 +88,58 @@ def test_beams_sharing_one_source_copy_search_as_beams_with_tiled_sources():
   np.testing.assert_array_equal(shared_seqs, tiled_seqs)
   np.testing.assert_allclose(shared_scores, tiled_scores, rtol=1e-5)
   assert np.all(np.asarray(shared_scores)[:, 0] > decode.NEG_INF / 2)   # real hypotheses
+
+
+@pytest.mark.parametrize('method', ['greedy', 'beam', 'sample'])
+def test_a_cache_grown_in_stages_decodes_what_one_fixed_cache_does(method):
+  model, params, inputs = trained_like_model()
+  run = lambda stages: np.asarray(predict.predict_step(
+      params, {'inputs': inputs}, model=model, eos_id=EOS, settings=predict.SearchSettings(
+          method=method, beam_size=3, max_extra_len=20, cache_stages=stages)))
+  fixed = run(1)
+  assert fixed.shape == (8, 26) and np.any(fixed[:, 8:] != 0)   # decoded past the first stage
+  for stages in (2, 4):                 # cache lengths (16, 26) and (8, 16, 24, 26)
+    np.testing.assert_array_equal(run(stages), fixed)
+
+
+def test_beam_search_over_many_cache_stages_scores_as_over_one_cache():
+  """Stage ends at 2, 3 and 7 of 11 positions; a grow that misplaces the filled positions
+  (padding in front) must change the search, so the comparison can see a wrong grow."""
+  model, params, inputs = trained_like_model()
+  beam, max_len = 3, 11
+  encoded, inputs = predict.for_beams(
+      model, model.apply({'params': params}, inputs, method='encode'), inputs, beam)
+  fn = predict.make_tokens_to_logits(model, params, encoded, inputs)
+
+  def search(lengths, grow_fn=attention.grow_cache):
+    cache = predict.init_cache(model, params, encoded, inputs, lengths[0], rows=8 * beam)
+    return decode.beam_search(cache, fn, batch_size=8, beam_size=beam, alpha=0.6,
+                              max_decode_len=max_len, eos_id=EOS,
+                              cache_stages=decode.CacheStages(lengths, grow_fn))
+
+  fixed_seqs, fixed_scores = search((max_len,))
+  staged_seqs, staged_scores = search((2, 3, 7, max_len))
+  np.testing.assert_array_equal(staged_seqs, fixed_seqs)
+  np.testing.assert_allclose(staged_scores, fixed_scores, rtol=1e-6)
+
+  def pad_in_front(cache, length):
+    grown = attention.grow_cache(cache, length)
+    return jax.tree_util.tree_map(
+        lambda old, new: jnp.roll(new, length - old.shape[2], axis=2)
+        if old.shape != new.shape else new, cache, grown)
+  wrong_seqs, wrong_scores = search((2, 3, 7, max_len), pad_in_front)
+  assert not np.allclose(wrong_scores, fixed_scores, rtol=1e-3)
+
+
+def test_the_rnn_cache_has_nothing_to_grow_and_runs_in_one_stage():
+  config = RNNConfig(vocab_size=20, embed_dim=8, hidden_dim=8, attention=True)
+  model = RNNSeq2Seq(config)
+  inputs = np.random.default_rng(0).integers(3, 20, (2, 5)).astype(np.int32)
+  params = model.init(jax.random.key(0), inputs, inputs)['params']
+  encoded = model.apply({'params': params}, inputs, method='encode')
+  lengths = []
+  make = lambda length: lengths.append(length) or predict.init_cache(model, params, encoded,
+                                                                     inputs, length)
+  cache, stages = predict.staged_cache(make, 30, 4)
+  assert stages.lengths == (30,) and lengths[-1] == 30
+  assert not attention.holds_self_cache(cache)

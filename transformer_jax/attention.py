@@ -14,6 +14,9 @@ import jax.numpy as jnp
 from transformer_jax import dropout
 from transformer_jax import positional
 
+# The decoding self-attention cache's buffers, [batch, heads, max_len, d] (_self_cache).
+SELF_CACHE_BUFFERS = ('cached_key', 'cached_value')
+
 # ---------------------------------------------------------------------------- masks
 
 
@@ -293,9 +296,10 @@ class MultiHeadAttention(nn.Module):
     creating call.
     """
     key, value = jnp.swapaxes(key, 1, 2), jnp.swapaxes(value, 1, 2)
-    initialized = self.has_variable('cache', 'cached_key')
-    cached_key = self.variable('cache', 'cached_key', jnp.zeros, key.shape, key.dtype)
-    cached_value = self.variable('cache', 'cached_value', jnp.zeros, value.shape, value.dtype)
+    initialized = self.has_variable('cache', SELF_CACHE_BUFFERS[0])
+    key_name, value_name = SELF_CACHE_BUFFERS
+    cached_key = self.variable('cache', key_name, jnp.zeros, key.shape, key.dtype)
+    cached_value = self.variable('cache', value_name, jnp.zeros, value.shape, value.dtype)
     index = self.variable('cache', 'cache_index', lambda: jnp.zeros((), jnp.int32))
     if not initialized:
       return key, value, mask          # the creating call is a plain full-length pass
@@ -318,3 +322,30 @@ class MultiHeadAttention(nn.Module):
     self.put_variable('cache', 'cross_key', key)
     self.put_variable('cache', 'cross_value', value)
     return key, value
+
+
+def _buffer_name(path):
+  """The name of a cache leaf at `path` (its last dict key), or None."""
+  return getattr(path[-1], 'key', None) if path else None
+
+
+def holds_self_cache(cache) -> bool:
+  """Whether the pytree holds a self-attention key/value buffer (that `grow_cache` grows)."""
+  paths = jax.tree_util.tree_flatten_with_path(cache)[0]
+  return any(_buffer_name(path) in SELF_CACHE_BUFFERS for path, _ in paths)
+
+
+def grow_cache(cache, length: int):
+  """The decoding cache (or any pytree holding one) with every self-attention key/value
+  buffer lengthened to `length` positions, zeros appended.
+
+  Filled positions and the cache index are kept, so decoding goes on where it was; the
+  new positions are masked until written. For `decode.CacheStages`.
+  """
+  def grow(path, leaf):
+    if _buffer_name(path) not in SELF_CACHE_BUFFERS:
+      return leaf
+    if leaf.shape[2] > length:
+      raise ValueError(f'cannot shrink a {leaf.shape[2]}-position cache to {length}')
+    return jnp.pad(leaf, ((0, 0), (0, 0), (0, length - leaf.shape[2]), (0, 0)))
+  return jax.tree_util.tree_map_with_path(grow, cache)

@@ -12,6 +12,9 @@ such as flax's `cache_index`, are passed through untouched. The first input toke
 
 Every search is a `jax.lax.while_loop` over a struct state, so it compiles under
 `jax.jit` and `jax.pmap`; bind the keyword-only settings with `functools.partial`.
+With `cache_stages` (see `CacheStages`) the loop runs in stages over a cache that
+grows between them, so early steps read and reorder a short cache: the same outputs,
+fewer bytes moved per step.
 Outputs leave out the BOS input: position t holds the token chosen at step t. The EOS
 is kept and everything after it is PAD_ID. Nothing stops a model from choosing PAD_ID
 itself (untrained ones do); callers should cut at EOS rather than count non-pad tokens.
@@ -24,8 +27,9 @@ a cut-off hypothesis cannot outrank finished ones. Greedy search and sampling ra
 nothing and just stop at the max length (without EOS), so beam search with one beam
 equals greedy search only on outputs that end before their limit.
 """
+import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Tuple
 
 import flax
 import jax
@@ -45,6 +49,62 @@ _INVALID_BELOW = NEG_INF / 2
 _FORCED_EOS_FLOOR = -1.0e5
 
 TokensToLogitsFn = Callable[[jax.Array, Any], tuple[jax.Array, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheStages:
+  """A decoding cache that grows as the search goes.
+
+  Steps 0 .. lengths[0] - 1 run with a cache of lengths[0] positions (the cache the
+  search is given must hold exactly that many); before step lengths[k - 1] the cache is
+  grown to lengths[k] by `grow_fn(cache, lengths[k])`, which must keep every filled
+  position and add unfilled ones (e.g. `attention.grow_cache`). Each step's attention
+  and, in beam search, its cache reorder then cost the current stage's length rather
+  than the final one's; the price is one compiled loop body per stage. The outputs are
+  those of one cache of lengths[-1] positions (tested): positions not yet written are
+  masked either way.
+
+  Use `stage_lengths` for a schedule.
+  """
+  lengths: Tuple[int, ...]
+  grow_fn: Callable[[Any, int], Any]
+
+  def check(self, max_decode_len: int):
+    lengths = tuple(self.lengths)
+    if (not lengths or lengths[0] < 1 or lengths[-1] != max_decode_len
+        or any(b <= a for a, b in zip(lengths, lengths[1:]))):
+      raise ValueError(f'cache stage lengths {lengths} must rise strictly from >= 1 to '
+                       f'max_decode_len={max_decode_len}')
+
+
+def stage_lengths(max_decode_len: int, stages: int, multiple: int = 8) -> Tuple[int, ...]:
+  """Cache lengths of `stages` roughly equal stages ending at max_decode_len.
+
+  Inner ends are rounded up to a multiple of `multiple` (so vectorised loops see whole
+  blocks); stages that would be empty are dropped, so a short output gets fewer. One
+  stage is `(max_decode_len,)`, a plain fixed-size cache.
+  """
+  if stages < 1:
+    raise ValueError(f'cache stages must be >= 1, got {stages}')
+  ends = {min(max_decode_len, -(-max_decode_len * k // stages // multiple) * multiple)
+          for k in range(1, stages)}
+  return tuple(sorted(e for e in ends if 0 < e < max_decode_len)) + (max_decode_len,)
+
+
+def _staged_loop(cond_fn, body_fn, state, max_decode_len: int,
+                 cache_stages: Optional[CacheStages]):
+  """`while cur_index < max_decode_len and cond_fn(state): state = body_fn(state)`, run
+  as one while loop per cache stage, the cache grown between them."""
+  if cache_stages is None:
+    return jax.lax.while_loop(lambda s: (s.cur_index < max_decode_len) & cond_fn(s),
+                              body_fn, state)
+  cache_stages.check(max_decode_len)
+  for k, end in enumerate(cache_stages.lengths):
+    if k:
+      state = state.replace(cache=cache_stages.grow_fn(state.cache, end))
+    state = jax.lax.while_loop(lambda s, end=end: (s.cur_index < end) & cond_fn(s),
+                               body_fn, state)
+  return state
 
 
 def length_penalty(length, alpha):
@@ -133,7 +193,7 @@ class _SamplingState:
 
 
 def _sampling_loop(cache, tokens_to_logits_fn, choose_fn, *, batch_size,
-                   max_decode_len, eos_id, max_lengths, bos_id):
+                   max_decode_len, eos_id, max_lengths, bos_id, cache_stages):
   """Runs `choose_fn(logits [batch, vocab], step) -> int32 [batch]` until all end."""
   max_lengths = _max_lengths_or_default(max_lengths, batch_size, max_decode_len)
   state = _SamplingState(
@@ -142,9 +202,6 @@ def _sampling_loop(cache, tokens_to_logits_fn, choose_fn, *, batch_size,
       sequences=jnp.full((batch_size, max_decode_len), PAD_ID, jnp.int32),
       finished=jnp.zeros((batch_size,), bool),
       cache=cache)
-
-  def cond_fn(state):
-    return (state.cur_index < max_decode_len) & ~jnp.all(state.finished)
 
   def body_fn(state):
     i = state.cur_index
@@ -156,11 +213,12 @@ def _sampling_loop(cache, tokens_to_logits_fn, choose_fn, *, batch_size,
         cur_index=i + 1, last_tokens=tokens, sequences=state.sequences.at[:, i].set(tokens),
         finished=finished, cache=new_cache)
 
-  return jax.lax.while_loop(cond_fn, body_fn, state).sequences
+  cond_fn = lambda state: ~jnp.all(state.finished)
+  return _staged_loop(cond_fn, body_fn, state, max_decode_len, cache_stages).sequences
 
 
 def greedy_search(cache, tokens_to_logits_fn: TokensToLogitsFn, *, batch_size, max_decode_len,
-                  eos_id, max_lengths=None, bos_id=0):
+                  eos_id, max_lengths=None, bos_id=0, cache_stages=None):
   """Picks the most likely token at every step (ties go to the lowest id).
 
   Args:
@@ -172,6 +230,7 @@ def greedy_search(cache, tokens_to_logits_fn: TokensToLogitsFn, *, batch_size, m
     max_lengths: optional int32 `[batch]`, at most this many tokens per example
       (clipped to [1, max_decode_len]); an example reaching it stops without EOS.
     bos_id: first input token.
+    cache_stages: optional `CacheStages`; `cache` then holds its first stage's length.
 
   Returns:
     int32 `[batch, max_decode_len]` tokens.
@@ -179,7 +238,7 @@ def greedy_search(cache, tokens_to_logits_fn: TokensToLogitsFn, *, batch_size, m
   return _sampling_loop(
       cache, tokens_to_logits_fn, lambda logits, step: jnp.argmax(logits, axis=-1),
       batch_size=batch_size, max_decode_len=max_decode_len, eos_id=eos_id,
-      max_lengths=max_lengths, bos_id=bos_id)
+      max_lengths=max_lengths, bos_id=bos_id, cache_stages=cache_stages)
 
 
 def filter_logits(logits, *, temperature=1.0, top_k=0, top_p=1.0):
@@ -222,12 +281,12 @@ def _check_sampling_args(temperature, top_k, top_p):
 
 def sample_search(cache, tokens_to_logits_fn: TokensToLogitsFn, rng, *, batch_size,
                   max_decode_len, eos_id, max_lengths=None, bos_id=0, temperature=1.0,
-                  top_k=0, top_p=1.0):
+                  top_k=0, top_p=1.0, cache_stages=None):
   """Draws each token from the model's distribution, optionally sharpened or truncated.
 
   Args:
     cache, tokens_to_logits_fn, batch_size, max_decode_len, eos_id, max_lengths,
-      bos_id: as in `greedy_search`.
+      bos_id, cache_stages: as in `greedy_search`.
     rng: PRNG key; step t uses `fold_in(rng, t)`. Under pmap pass one key per device.
     temperature: static Python float >= 0; exactly 0 is greedy search.
     top_k: static Python int, see `filter_logits`.
@@ -238,7 +297,7 @@ def sample_search(cache, tokens_to_logits_fn: TokensToLogitsFn, rng, *, batch_si
   """
   _check_sampling_args(temperature, top_k, top_p)
   kwargs = dict(batch_size=batch_size, max_decode_len=max_decode_len, eos_id=eos_id,
-                max_lengths=max_lengths, bos_id=bos_id)
+                max_lengths=max_lengths, bos_id=bos_id, cache_stages=cache_stages)
   if temperature == 0:
     return greedy_search(cache, tokens_to_logits_fn, **kwargs)
 
@@ -402,7 +461,7 @@ def _beam_search_results(state, alpha):
 
 
 def beam_search(cache, tokens_to_logits_fn: TokensToLogitsFn, *, batch_size, beam_size,
-                alpha, max_decode_len, eos_id, max_lengths=None, bos_id=0):
+                alpha, max_decode_len, eos_id, max_lengths=None, bos_id=0, cache_stages=None):
   """Beam search with the GNMT length penalty and early stopping.
 
   A hypothesis Y with log-probability log P(Y) scores log P(Y) / lp(|Y|), where
@@ -435,6 +494,7 @@ def beam_search(cache, tokens_to_logits_fn: TokensToLogitsFn, *, batch_size, bea
     max_lengths: optional int32 `[batch]`, at most this many tokens per example,
       the forced EOS included (clipped to [1, max_decode_len]).
     bos_id: first input token.
+    cache_stages: optional `CacheStages`; `cache` then holds its first stage's length.
 
   Returns:
     (sequences int32 `[batch, beam_size, max_decode_len]`,
@@ -443,8 +503,8 @@ def beam_search(cache, tokens_to_logits_fn: TokensToLogitsFn, *, batch_size, bea
   """
   max_lengths = _max_lengths_or_default(max_lengths, batch_size, max_decode_len)
   state = _init_beam_state(cache, batch_size, beam_size, max_decode_len, bos_id)
-  cond_fn = lambda state: (state.cur_index < max_decode_len) & ~jnp.all(state.done)
   body_fn = functools.partial(_beam_step, tokens_to_logits_fn=tokens_to_logits_fn,
                               alpha=alpha, eos_id=eos_id, max_lengths=max_lengths)
-  state = jax.lax.while_loop(cond_fn, body_fn, state)
+  state = _staged_loop(lambda state: ~jnp.all(state.done), body_fn, state, max_decode_len,
+                       cache_stages)
   return _beam_search_results(state, alpha)

@@ -96,11 +96,13 @@ def sample_step(params: Any, batch: dict, *, model: Any, settings: SearchSetting
   if settings.method == 'beam':
     prompts, prompt_lengths = decode.expand_to_beams((prompts, prompt_lengths),
                                                      settings.beam_size)
-    state = init_state(model, params, prompts, prompt_lengths, max_decode_len)
+  state, common['cache_stages'] = predict.staged_cache(
+      lambda length: init_state(model, params, prompts, prompt_lengths, length),
+      max_decode_len, settings.cache_stages)
+  if settings.method == 'beam':
     sequences, _ = decode.beam_search(state, fn, beam_size=settings.beam_size,
                                       alpha=settings.alpha, **common)
     return sequences[:, 0]
-  state = init_state(model, params, prompts, prompt_lengths, max_decode_len)
   if settings.method == 'greedy':
     return decode.greedy_search(state, fn, **common)
   seeds = batch.get('seeds', jnp.zeros((batch_size,), jnp.int32))

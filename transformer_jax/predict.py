@@ -22,6 +22,7 @@ import numpy as np
 from absl import logging
 
 from transformer_jax.config import DECODE_METHODS
+from transformer_jax import attention
 from transformer_jax import decode
 from transformer_jax.data import batching
 from transformer_jax.errors import UserError
@@ -40,6 +41,7 @@ class SearchSettings:
   top_k: int = 0
   top_p: float = 1.0
   seed: int = 0
+  cache_stages: int = 4
 
   @classmethod
   def from_config(cls, decode_config) -> 'SearchSettings':
@@ -65,6 +67,20 @@ def init_cache(model: Any, params: Any, encoded: jnp.ndarray, inputs: jnp.ndarra
   _, variables = decoder.apply({'params': params}, encoded, inputs, placeholder,
                                method='decode', mutable=['cache'])
   return variables['cache']
+
+
+def staged_cache(make_cache, max_decode_len: int, stages: int):
+  """(cache, decode.CacheStages): a self-attention cache that grows in `stages` stages.
+
+  make_cache(length) builds the cache for `length` positions; it is called for the first
+  stage's length. A cache without self-attention buffers (the RNN's) has nothing to grow
+  and runs in one stage.
+  """
+  lengths = decode.stage_lengths(max_decode_len, stages)
+  cache = make_cache(lengths[0])
+  if len(lengths) > 1 and not attention.holds_self_cache(cache):
+    lengths, cache = (max_decode_len,), make_cache(max_decode_len)
+  return cache, decode.CacheStages(lengths, attention.grow_cache)
 
 
 def make_tokens_to_logits(model: Any, params: Any, encoded: jnp.ndarray,
@@ -108,14 +124,17 @@ def predict_step(params: Any, batch: dict, *, model: Any, settings: SearchSettin
                 max_lengths=max_lengths)
   if settings.method == 'beam':
     encoded, inputs = for_beams(model, encoded, inputs, settings.beam_size)
-    cache = init_cache(model, params, encoded, inputs, max_decode_len,
-                       rows=batch_size * settings.beam_size)
-    fn = make_tokens_to_logits(model, params, encoded, inputs)
+    rows = batch_size * settings.beam_size
+  else:
+    rows = batch_size
+  cache, common['cache_stages'] = staged_cache(
+      lambda length: init_cache(model, params, encoded, inputs, length, rows=rows),
+      max_decode_len, settings.cache_stages)
+  fn = make_tokens_to_logits(model, params, encoded, inputs)
+  if settings.method == 'beam':
     sequences, _ = decode.beam_search(cache, fn, beam_size=settings.beam_size,
                                       alpha=settings.alpha, **common)
     return sequences[:, 0]
-  cache = init_cache(model, params, encoded, inputs, max_decode_len)
-  fn = make_tokens_to_logits(model, params, encoded, inputs)
   if settings.method == 'greedy':
     return decode.greedy_search(cache, fn, **common)
   rng = jax.random.fold_in(jax.random.PRNGKey(settings.seed), jnp.sum(inputs))

@@ -119,6 +119,7 @@ RULES: Tuple[Rule, ...] = (
     Rule('decode.top_k', _at_least(0), 'an integer >= 0 (0 keeps every token)'),
     Rule('decode.top_p', lambda v: 0.0 < v <= 1.0, 'a value in (0, 1] (1 keeps every token)'),
     Rule('decode.num_samples', _at_least(1), _COUNT),
+    Rule('decode.cache_stages', _at_least(1), 'an integer >= 1 (1 is a fixed-size cache)'),
 )
 
 
