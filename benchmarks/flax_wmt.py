@@ -23,7 +23,7 @@ src_len 32, out_len 64, five runs: ours/theirs 1.59-1.87x by wall time, 1.79-2.0
 time (ours 1.04-1.16 s a batch, theirs 1.72-2.16 s); the two models have 2.35M parameters
 each. With the blocked top-k (transformer_jax/top_k.py), on the AVX-512 machine of 2026-12-01,
 three runs: ours 0.42-0.54 s, theirs 0.79-0.94 s, 1.74-1.89x by wall time, 1.90-2.09x by CPU.
-With our cache grown in 4 stages (--cache_stages=4, the default; see decode.CacheStages), on
+With our cache grown in 4 stages (--cache_stages=4, the default; see cache_stages.CacheStages), on
 the 2-core Intel Xeon (AVX-512, AMX) of 2026-12-02, three runs: ours 0.32-0.36 s, theirs
 0.71-0.81 s, 2.21-2.25x by wall time, 2.44-2.49x by CPU time; --cache_stages=1 in the same
 hour: 0.44 s against 0.75 s, 1.72x.

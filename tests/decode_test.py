@@ -459,21 +459,3 @@ def test_cached_beam_search_compiles_once_per_bucket(parallelism):
     assert out.shape == (rows, length + 4)
   # A per-device trace (pmap) has rows / devices rows; one trace per bucket either way.
   assert [shape[1] for shape in traces] == [8, 16]
-
-
-def test_stage_lengths_rise_to_the_output_length_in_whole_blocks():
-  assert decode.stage_lengths(64, 4) == (16, 32, 48, 64)
-  assert decode.stage_lengths(82, 4) == (24, 48, 64, 82)
-  assert decode.stage_lengths(26, 4) == (8, 16, 24, 26)
-  assert decode.stage_lengths(11, 4) == (8, 11)          # empty stages dropped
-  assert decode.stage_lengths(5, 3) == (5,)
-  assert decode.stage_lengths(64, 1) == (64,)
-  assert decode.stage_lengths(10, 4, multiple=1) == (3, 5, 8, 10)
-  with pytest.raises(ValueError, match='>= 1'):
-    decode.stage_lengths(64, 0)
-
-
-@pytest.mark.parametrize('lengths', [(), (0, 8), (4, 4, 8), (8, 4), (4, 7)])
-def test_cache_stages_must_rise_strictly_to_the_output_length(lengths):
-  with pytest.raises(ValueError, match='must rise strictly'):
-    decode.CacheStages(lengths, lambda cache, n: cache).check(8)

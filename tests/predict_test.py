@@ -8,6 +8,7 @@ import pytest
 
 from tests import beam_checks
 from transformer_jax import attention
+from transformer_jax import cache_stages
 from transformer_jax import decode
 from transformer_jax import parallel
 from transformer_jax import predict
@@ -115,7 +116,7 @@ def test_beam_search_over_many_cache_stages_scores_as_over_one_cache():
     cache = predict.init_cache(model, params, encoded, inputs, lengths[0], rows=8 * beam)
     return decode.beam_search(cache, fn, batch_size=8, beam_size=beam, alpha=0.6,
                               max_decode_len=max_len, eos_id=EOS,
-                              cache_stages=decode.CacheStages(lengths, grow_fn))
+                              cache_stages=cache_stages.CacheStages(lengths, grow_fn))
 
   fixed_seqs, fixed_scores = search((max_len,))
   staged_seqs, staged_scores = search((2, 3, 7, max_len))

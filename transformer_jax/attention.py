@@ -296,8 +296,8 @@ class MultiHeadAttention(nn.Module):
     creating call.
     """
     key, value = jnp.swapaxes(key, 1, 2), jnp.swapaxes(value, 1, 2)
-    initialized = self.has_variable('cache', SELF_CACHE_BUFFERS[0])
     key_name, value_name = SELF_CACHE_BUFFERS
+    initialized = self.has_variable('cache', key_name)
     cached_key = self.variable('cache', key_name, jnp.zeros, key.shape, key.dtype)
     cached_value = self.variable('cache', value_name, jnp.zeros, value.shape, value.dtype)
     index = self.variable('cache', 'cache_index', lambda: jnp.zeros((), jnp.int32))
@@ -340,7 +340,7 @@ def grow_cache(cache, length: int):
   buffer lengthened to `length` positions, zeros appended.
 
   Filled positions and the cache index are kept, so decoding goes on where it was; the
-  new positions are masked until written. For `decode.CacheStages`.
+  new positions are masked until written. For `cache_stages.CacheStages`.
   """
   def grow(path, leaf):
     if _buffer_name(path) not in SELF_CACHE_BUFFERS:

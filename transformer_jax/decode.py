@@ -12,7 +12,7 @@ such as flax's `cache_index`, are passed through untouched. The first input toke
 
 Every search is a `jax.lax.while_loop` over a struct state, so it compiles under
 `jax.jit` and `jax.pmap`; bind the keyword-only settings with `functools.partial`.
-With `cache_stages` (see `CacheStages`) the loop runs in stages over a cache that
+With `cache_stages` (see `cache_stages.CacheStages`) the loop runs in stages over a cache that
 grows between them, so early steps read and reorder a short cache: the same outputs,
 fewer bytes moved per step.
 Outputs leave out the BOS input: position t holds the token chosen at step t. The EOS
@@ -27,14 +27,14 @@ a cut-off hypothesis cannot outrank finished ones. Greedy search and sampling ra
 nothing and just stop at the max length (without EOS), so beam search with one beam
 equals greedy search only on outputs that end before their limit.
 """
-import dataclasses
 import functools
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable
 
 import flax
 import jax
 import jax.numpy as jnp
 
+from transformer_jax import cache_stages as stages_lib
 from transformer_jax.errors import UserError
 from transformer_jax.losses import PAD_ID
 from transformer_jax import top_k as topk
@@ -49,62 +49,6 @@ _INVALID_BELOW = NEG_INF / 2
 _FORCED_EOS_FLOOR = -1.0e5
 
 TokensToLogitsFn = Callable[[jax.Array, Any], tuple[jax.Array, Any]]
-
-
-@dataclasses.dataclass(frozen=True)
-class CacheStages:
-  """A decoding cache that grows as the search goes.
-
-  Steps 0 .. lengths[0] - 1 run with a cache of lengths[0] positions (the cache the
-  search is given must hold exactly that many); before step lengths[k - 1] the cache is
-  grown to lengths[k] by `grow_fn(cache, lengths[k])`, which must keep every filled
-  position and add unfilled ones (e.g. `attention.grow_cache`). Each step's attention
-  and, in beam search, its cache reorder then cost the current stage's length rather
-  than the final one's; the price is one compiled loop body per stage. The outputs are
-  those of one cache of lengths[-1] positions (tested): positions not yet written are
-  masked either way.
-
-  Use `stage_lengths` for a schedule.
-  """
-  lengths: Tuple[int, ...]
-  grow_fn: Callable[[Any, int], Any]
-
-  def check(self, max_decode_len: int):
-    lengths = tuple(self.lengths)
-    if (not lengths or lengths[0] < 1 or lengths[-1] != max_decode_len
-        or any(b <= a for a, b in zip(lengths, lengths[1:]))):
-      raise ValueError(f'cache stage lengths {lengths} must rise strictly from >= 1 to '
-                       f'max_decode_len={max_decode_len}')
-
-
-def stage_lengths(max_decode_len: int, stages: int, multiple: int = 8) -> Tuple[int, ...]:
-  """Cache lengths of `stages` roughly equal stages ending at max_decode_len.
-
-  Inner ends are rounded up to a multiple of `multiple` (so vectorised loops see whole
-  blocks); stages that would be empty are dropped, so a short output gets fewer. One
-  stage is `(max_decode_len,)`, a plain fixed-size cache.
-  """
-  if stages < 1:
-    raise ValueError(f'cache stages must be >= 1, got {stages}')
-  ends = {min(max_decode_len, -(-max_decode_len * k // stages // multiple) * multiple)
-          for k in range(1, stages)}
-  return tuple(sorted(e for e in ends if 0 < e < max_decode_len)) + (max_decode_len,)
-
-
-def _staged_loop(cond_fn, body_fn, state, max_decode_len: int,
-                 cache_stages: Optional[CacheStages]):
-  """`while cur_index < max_decode_len and cond_fn(state): state = body_fn(state)`, run
-  as one while loop per cache stage, the cache grown between them."""
-  if cache_stages is None:
-    return jax.lax.while_loop(lambda s: (s.cur_index < max_decode_len) & cond_fn(s),
-                              body_fn, state)
-  cache_stages.check(max_decode_len)
-  for k, end in enumerate(cache_stages.lengths):
-    if k:
-      state = state.replace(cache=cache_stages.grow_fn(state.cache, end))
-    state = jax.lax.while_loop(lambda s, end=end: (s.cur_index < end) & cond_fn(s),
-                               body_fn, state)
-  return state
 
 
 def length_penalty(length, alpha):
@@ -214,7 +158,7 @@ def _sampling_loop(cache, tokens_to_logits_fn, choose_fn, *, batch_size,
         finished=finished, cache=new_cache)
 
   cond_fn = lambda state: ~jnp.all(state.finished)
-  return _staged_loop(cond_fn, body_fn, state, max_decode_len, cache_stages).sequences
+  return stages_lib.run_loop(cond_fn, body_fn, state, max_decode_len, cache_stages).sequences
 
 
 def greedy_search(cache, tokens_to_logits_fn: TokensToLogitsFn, *, batch_size, max_decode_len,
@@ -230,7 +174,7 @@ def greedy_search(cache, tokens_to_logits_fn: TokensToLogitsFn, *, batch_size, m
     max_lengths: optional int32 `[batch]`, at most this many tokens per example
       (clipped to [1, max_decode_len]); an example reaching it stops without EOS.
     bos_id: first input token.
-    cache_stages: optional `CacheStages`; `cache` then holds its first stage's length.
+    cache_stages: optional `cache_stages.CacheStages`; `cache` then holds its first stage's length.
 
   Returns:
     int32 `[batch, max_decode_len]` tokens.
@@ -494,7 +438,7 @@ def beam_search(cache, tokens_to_logits_fn: TokensToLogitsFn, *, batch_size, bea
     max_lengths: optional int32 `[batch]`, at most this many tokens per example,
       the forced EOS included (clipped to [1, max_decode_len]).
     bos_id: first input token.
-    cache_stages: optional `CacheStages`; `cache` then holds its first stage's length.
+    cache_stages: optional `cache_stages.CacheStages`; `cache` then holds its first stage's length.
 
   Returns:
     (sequences int32 `[batch, beam_size, max_decode_len]`,
@@ -505,6 +449,6 @@ def beam_search(cache, tokens_to_logits_fn: TokensToLogitsFn, *, batch_size, bea
   state = _init_beam_state(cache, batch_size, beam_size, max_decode_len, bos_id)
   body_fn = functools.partial(_beam_step, tokens_to_logits_fn=tokens_to_logits_fn,
                               alpha=alpha, eos_id=eos_id, max_lengths=max_lengths)
-  state = _staged_loop(lambda state: ~jnp.all(state.done), body_fn, state, max_decode_len,
+  state = stages_lib.run_loop(lambda state: ~jnp.all(state.done), body_fn, state, max_decode_len,
                        cache_stages)
   return _beam_search_results(state, alpha)

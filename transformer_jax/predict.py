@@ -23,6 +23,7 @@ from absl import logging
 
 from transformer_jax.config import DECODE_METHODS
 from transformer_jax import attention
+from transformer_jax import cache_stages
 from transformer_jax import decode
 from transformer_jax.data import batching
 from transformer_jax.errors import UserError
@@ -70,17 +71,17 @@ def init_cache(model: Any, params: Any, encoded: jnp.ndarray, inputs: jnp.ndarra
 
 
 def staged_cache(make_cache, max_decode_len: int, stages: int):
-  """(cache, decode.CacheStages): a self-attention cache that grows in `stages` stages.
+  """(cache, cache_stages.CacheStages): a self-attention cache that grows in `stages` stages.
 
   make_cache(length) builds the cache for `length` positions; it is called for the first
   stage's length. A cache without self-attention buffers (the RNN's) has nothing to grow
   and runs in one stage.
   """
-  lengths = decode.stage_lengths(max_decode_len, stages)
+  lengths = cache_stages.stage_lengths(max_decode_len, stages)
   cache = make_cache(lengths[0])
   if len(lengths) > 1 and not attention.holds_self_cache(cache):
     lengths, cache = (max_decode_len,), make_cache(max_decode_len)
-  return cache, decode.CacheStages(lengths, attention.grow_cache)
+  return cache, cache_stages.CacheStages(lengths, attention.grow_cache)
 
 
 def make_tokens_to_logits(model: Any, params: Any, encoded: jnp.ndarray,
