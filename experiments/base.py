@@ -54,6 +54,9 @@ def get_base_config() -> ml_collections.ConfigDict:
       pack=False,
       shuffle_seed=0,
       eval_rows_per_batch=0,          # 0 = derive from tokens_per_batch
+      train_examples=0,               # 0 = every training pair; N = the first N (a fixed
+                                      # subset, for budgets that must converge; the tokenizer
+                                      # is still learnt from the whole training split)
       copy_min_len=4,
       copy_max_len=16,
       copy_vocab_size=32,
@@ -88,6 +91,10 @@ def get_base_config() -> ml_collections.ConfigDict:
       eval_every_steps=500,
       checkpoint_every_steps=500,
       keep_checkpoints=5,
+      early_stop_patience=0,              # stop once the validation loss has not improved for
+                                          # this many evaluations (eval_every_steps apart);
+                                          # num_steps is then the cap; 0 = train num_steps
+      early_stop_min_delta=0.0,           # an improvement must lower the loss by more than this
       keep_best='',                       # also keep the best step by this eval metric, e.g.
                                           # 'bleu_tok_lc' or 'loss'; '' = off (checkpoint.py)
       init_embeddings='',                 # word2vec vectors.txt for the embedding rows; '' = off

@@ -83,6 +83,20 @@ _SWEEP_MEMBER = flags.DEFINE_integer('sweep_member', None, 'sweep: run only memb
 _SWEEP_ARCHIVE = flags.DEFINE_string(
     'sweep_archive', None, 'sweep, --mode=archive: folder that receives every done member\'s '
     'results (no checkpoints); itself a sweep folder to report from or resume with')
+_SWEEP_ALLOW_MIXED = flags.DEFINE_bool(
+    'sweep_allow_mixed', False, 'sweep: resume members, and pool them in the report, although '
+    'they ran with other code or library versions (provenance.json); the report marks them')
+_SWEEP_RERUN = flags.DEFINE_string(
+    'sweep_rerun', None, 'sweep: members to run again from scratch, by index or name, comma '
+    'separated (their old folders are moved aside to <name>.old-<time>, never deleted)')
+_SWEEP_PER_DEVICE = flags.DEFINE_integer(
+    'sweep_per_device', 1, 'sweep with GPUs: members sharing one GPU (each gets 1/M of its '
+    'memory); --sweep_parallel may then be up to GPUs x M')
+_SWEEP_RESAMPLES = flags.DEFINE_integer(
+    'sweep_resamples', 10000, 'sweep report: resamples of the two-level bootstrap')
+_SWEEP_ALSO = flags.DEFINE_list(
+    'sweep_also', [], 'sweep report: more sweep folders whose rows join this report (they share '
+                      'its baseline row and evaluation split)')
 _MULTIHOST_TIMEOUT = flags.DEFINE_integer(
     'multihost_timeout', 300, 'multihost: seconds to wait for every process to join')
 _PRINT_CONFIG = flags.DEFINE_bool(
@@ -226,7 +240,10 @@ def run(argv, launcher=DEFAULT_LAUNCHER):
                   pin_cores=_SWEEP_PIN_CORES.value,
                   list_only=_SWEEP_LIST.value, member=_SWEEP_MEMBER.value,
                   extra=cli_config.split_overrides(sys.argv)[1],
-                  launcher=list(launcher), archive_to=_SWEEP_ARCHIVE.value)
+                  launcher=list(launcher), archive_to=_SWEEP_ARCHIVE.value,
+                  allow_mixed=_SWEEP_ALLOW_MIXED.value, rerun=_SWEEP_RERUN.value,
+                  per_device=_SWEEP_PER_DEVICE.value, resamples=_SWEEP_RESAMPLES.value,
+                  also=list(_SWEEP_ALSO.value))
     return
   if _MODE.value in ('report', 'archive'):
     raise UserError(f'--mode={_MODE.value} works on a sweep: give '
@@ -262,7 +279,8 @@ def run(argv, launcher=DEFAULT_LAUNCHER):
 _RUN_ONLY_FLAGS = ('step', 'input', 'print_config', 'buffer_lines', 'export_dir', 'multihost',
                    'coordinator_address', 'num_processes', 'process_id', 'multihost_timeout')
 _SWEEP_ONLY_FLAGS = ('sweep_parallel', 'sweep_pin_cores', 'sweep_list', 'sweep_member',
-                     'sweep_archive')
+                     'sweep_archive', 'sweep_allow_mixed', 'sweep_rerun', 'sweep_per_device',
+                     'sweep_resamples', 'sweep_also')
 
 
 def _given(name: str) -> bool:

@@ -22,6 +22,7 @@ from absl import logging
 from transformer_jax import checkpoint
 from transformer_jax import components
 from transformer_jax import data
+from transformer_jax import early_stop
 from transformer_jax import evaluation
 from transformer_jax import metrics_writer
 from transformer_jax import profiling
@@ -74,6 +75,13 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   """
   workdir_lib.check_config(workdir, config)      # read-only: nothing written before the checks
   components.preflight(config, workdir)
+  stopped = early_stop.read_marker(workdir)
+  if stopped is not None:
+    logging.info('%s stopped on a validation plateau at step %d (best loss %.4f at step %s): '
+                 'nothing to train; evaluate it with --mode=eval, or delete %s to train on',
+                 workdir, stopped['step'], stopped['best_loss'], stopped['best_step'],
+                 early_stop.MARKER)
+    return {}
   resumes_at = max(workdir_lib.saved_steps(workdir), default=0)
   _check_not_past(config, workdir, resumes_at)
   profiling.window(config.train.get('profile_steps', ''), start_step=resumes_at,
@@ -194,6 +202,12 @@ def _train(config, workdir: str, run) -> Dict[str, float]:
                config.data.dataset, start, cfg.num_steps, jax.device_count(),
                cfg.get('steps_per_loop', 1))
   pending, last_saved, eval_metrics, evaluated_at = [], ckpt.latest_step(), {}, None
+  plateau = _plateau(cfg, workdir, evaluator.split, start)
+  if plateau.patience and plateau.since_best >= plateau.patience:
+    # Killed after saving its stop step but before marking it: the rule already stopped here.
+    if jax.process_index() == 0:
+      early_stop.write_marker(workdir, plateau.record(start))
+    return {}
 
   def flush(step):
     nonlocal pending
@@ -211,6 +225,7 @@ def _train(config, workdir: str, run) -> Dict[str, float]:
   # However the loop ends (a NaN stop, a failed save), the feed's thread is stopped and the
   # checkpointer waits for the async save in flight, so the step that an error message says
   # is kept is on disk, not a tmp dir; an open trace is written too.
+  stopped_at = None
   with ckpt, contextlib.closing(writer), StopSignal() as stop, tracer, \
        _open_feed(cfg, parts.runner, train_iter, start, window) as calls:
     step, last = start, start >= cfg.num_steps
@@ -237,6 +252,11 @@ def _train(config, workdir: str, run) -> Dict[str, float]:
       if step % cfg.eval_every_steps == 0 or (last and not stop.requested):
         flush(step)
         eval_metrics, evaluated_at = evaluator.evaluate(state.params, step, writer), step
+        if plateau.update(step, eval_metrics.get('loss', math.inf)) and not last:
+          logging.info('validation loss has not improved for %d evaluations (best %.4f at step '
+                       '%d): stopping at step %d', plateau.patience, plateau.best_loss,
+                       plateau.best_step, step)
+          last, stopped_at = True, step
       if step % cfg.checkpoint_every_steps == 0 or last:
         flush(step)       # never checkpoint a state whose loss went NaN ...
         metrics_writer.check_finite_params(   # ... or whose params did (this process's copy)
@@ -246,4 +266,14 @@ def _train(config, workdir: str, run) -> Dict[str, float]:
                   meta={'vocab_size': parts.model_config.vocab_size},
                   metrics=eval_metrics if evaluated_at == step else None)
         last_saved = step
+  if stopped_at is not None and jax.process_index() == 0:   # its checkpoint is on disk now
+    early_stop.write_marker(workdir, plateau.record(stopped_at))
   return eval_metrics
+
+
+def _plateau(cfg, workdir: str, split: str, start: int) -> early_stop.Plateau:
+  """The early-stopping rule's state at `start` (early_stop.py); patience 0 never stops."""
+  records = metrics_writer.read_records(os.path.join(workdir, 'metrics.jsonl')) if start else []
+  return early_stop.from_records(records, patience=cfg.get('early_stop_patience', 0),
+                                 min_delta=cfg.get('early_stop_min_delta', 0.0), split=split,
+                                 up_to=start)

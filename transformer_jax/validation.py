@@ -76,6 +76,9 @@ RULES: Tuple[Rule, ...] = (
     Rule('train.keep_checkpoints', _at_least(1), _COUNT,
          why='keeping fewer than one would delete every checkpoint of the run'),
     Rule('train.label_smoothing', _rate, _RATE),
+    Rule('train.early_stop_patience', _at_least(0),
+         'an integer >= 0 (0 trains num_steps; N stops after N evaluations without improvement)'),
+    Rule('train.early_stop_min_delta', _at_least(0), 'a value >= 0'),
     Rule('train.steps_per_loop', _at_least(1), 'an integer >= 1 (1 is one step per call)'),
     Rule('train.prefetch_depth', _at_least(0),
          'an integer >= 0 (0 makes batches in the loop\'s thread)'),
@@ -94,6 +97,7 @@ RULES: Tuple[Rule, ...] = (
     # data
     Rule('data.tokens_per_batch', _at_least(1), _COUNT),
     Rule('data.max_len', _at_least(1), _COUNT),
+    Rule('data.train_examples', _at_least(0), 'an integer >= 0 (0 keeps every training pair)'),
     Rule('data.vocab_size', _at_least(4), 'an integer >= 4 (pad, EOS, UNK and one piece)'),
     Rule('data.eval_rows_per_batch', _at_least(0), 'an integer >= 0 (0 derives it)'),
     Rule('data.bucket_lengths', lambda v: all(_at_least(1)(b) for b in v),

@@ -40,7 +40,8 @@ def as_json(config) -> Dict[str, Any]:
 
 
 # Keys added after runs were recorded, with the value a run without them had.
-_IMPLIED = {'model.family': 'transformer', 'optim.optimizer': 'adam', 'data.tokenizer_dir': ''}
+_IMPLIED = {'model.family': 'transformer', 'optim.optimizer': 'adam', 'data.tokenizer_dir': '',
+            'data.train_examples': 0}
 
 
 def pinned_differences(saved: Dict[str, Any], current: Dict[str, Any]) -> List[str]:

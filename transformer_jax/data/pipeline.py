@@ -233,7 +233,8 @@ def make_train_iterator(data_config, tokenizer, *, workdir, batch_multiple, proc
     return _other_layout(data_config).make_train_iterator(
         data_config, tokenizer, workdir=workdir, batch_multiple=batch_multiple,
         process_index=process_index, process_count=process_count)
-  examples = load_examples(data_config, tokenizer, 'train', workdir=workdir)
+  examples = first_examples(load_examples(data_config, tokenizer, 'train', workdir=workdir),
+                            data_config.get('train_examples', 0))
   return train_iterator_of(examples, data_config, batch_multiple=batch_multiple,
                            process_index=process_index, process_count=process_count)
 
@@ -332,6 +333,15 @@ def eval_data_of(examples, data_config, split, *, batch_multiple, process_index=
     batches.append(keep_sides(slice_rows(batch, process_index, process_count), sides))
   return EvalData(batches, examples.sources, examples.references, len(examples),
                   int(longer.sum()), num_truncated)
+
+
+def first_examples(examples, count: int):
+  """The first `count` examples in the split's original order (all of them for 0)."""
+  if not count or count >= len(examples):
+    return examples
+  return dataclasses.replace(examples, inputs=examples.inputs[:count],
+                             targets=examples.targets[:count], sources=examples.sources[:count],
+                             references=examples.references[:count])
 
 
 def cut_examples(examples, limit):

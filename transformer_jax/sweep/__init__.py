@@ -7,6 +7,7 @@
   commands.py what launch.py --sweep does in each mode (list, one member, all, report, archive)
   archive.py finished members' results without checkpoints, to keep and resume elsewhere
 """
+from transformer_jax.sweep.spec import Budget
 from transformer_jax.sweep.spec import Curves
 from transformer_jax.sweep.spec import Row
 from transformer_jax.sweep.spec import Sweep

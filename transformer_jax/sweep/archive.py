@@ -24,13 +24,15 @@ import os
 import shutil
 from typing import List
 
+from transformer_jax import early_stop
 from transformer_jax import workdir as workdir_lib
 from transformer_jax.errors import UserError
 from transformer_jax.sweep import runner
 
 # What a done member's folder keeps besides checkpoints, lock and TensorBoard events.
 # done.json goes last, so a copy cut short never looks done.
-MEMBER_FILES = (runner.MEMBER, workdir_lib.CONFIG_FILE, 'metrics.jsonl', 'sweep.log', runner.DONE)
+MEMBER_FILES = (runner.MEMBER, runner.PROVENANCE, workdir_lib.CONFIG_FILE, 'metrics.jsonl',
+                'sweep.log', early_stop.MARKER, runner.DONE)
 MEMBER_FOLDERS = ('eval',)
 LEFT_BEHIND = ('*.ref.txt',)
 SHARED_FOLDERS = ('tokenizer',)

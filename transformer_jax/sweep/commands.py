@@ -41,7 +41,9 @@ def _evaluate_split(plan: runner.Plan, split: str) -> None:
 
 def main(source: str, workdir: Optional[str], mode: str, *, parallel: int,
          pin_cores: bool = False, list_only: bool, member: Optional[int],
-         extra: Sequence[str], launcher: Sequence[str], archive_to: Optional[str] = None) -> None:
+         extra: Sequence[str], launcher: Sequence[str], archive_to: Optional[str] = None,
+         allow_mixed: bool = False, rerun: Optional[str] = None, per_device: int = 1,
+         resamples: int = 10000, also: Sequence[str] = ()) -> None:
   """Checks the whole sweep first (every row's overrides), then does what the flags ask."""
   if not workdir:
     raise UserError('--sweep needs --workdir: the folder that holds the members and the report')
@@ -52,7 +54,8 @@ def main(source: str, workdir: Optional[str], mode: str, *, parallel: int,
     raise UserError('--mode=archive and --sweep_archive=DIR go together: DIR is the folder '
                     'that receives the done members\' results')
   sweep = spec.load(source, extra)
-  plan = runner.Plan(sweep, source, os.path.abspath(workdir), tuple(launcher), tuple(extra))
+  plan = runner.Plan(sweep, source, os.path.abspath(workdir), tuple(launcher), tuple(extra),
+                     allow_mixed=allow_mixed)
   if list_only:
     for line in runner.listing(plan):
       print(line)

@@ -3,6 +3,10 @@
 Each member (row x seed) lives in `<sweep workdir>/<row>_seed<k>/`, an ordinary run folder
 with two more files:
   member.json  the row, seed, overrides and the exact commands (written when it starts);
+  provenance.json  the code commit (and a hash of uncommitted changes), library versions,
+               machine, cores, XLA flags and data checksums it ran with (provenance.py),
+               written when it starts and checked when it resumes: a member is finished with
+               the code it started with unless --sweep_allow_mixed is given;
   done.json    written only after the member trained to its last step (final checkpoint and
                evaluation) and `--mode=eval` wrote its averaged validation result;
   failed.txt   the one-line error of the last failed attempt (removed when it succeeds).
@@ -27,11 +31,13 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
+from transformer_jax import early_stop
 from transformer_jax import workdir as workdir_lib
 from transformer_jax.errors import UserError
+from transformer_jax.sweep import provenance
 from transformer_jax.sweep import spec
 
-DONE, FAILED, MEMBER = 'done.json', 'failed.txt', 'member.json'
+DONE, FAILED, MEMBER, PROVENANCE = 'done.json', 'failed.txt', 'member.json', 'provenance.json'
 SHARED = 'shared'
 
 
@@ -45,12 +51,20 @@ class Plan:
     workdir: the sweep's folder.
     launcher: the command that starts launch.py, e.g. [sys.executable, '/repo/launch.py'].
     extra: extra `--experiment.x=y` flags given on the command line, applied to every member.
+    allow_mixed: resume members with other code or libraries than they started with
+      (--sweep_allow_mixed; their provenance.json records it).
   """
   sweep: spec.Sweep
   source: str
   workdir: str
   launcher: Sequence[str]
   extra: Sequence[str] = ()
+  allow_mixed: bool = False
+
+  def repo_dir(self) -> str:
+    """The checkout whose code the members run (launch.py's folder), for provenance."""
+    script = next((w for w in reversed(self.launcher) if w.endswith('.py')), None)
+    return os.path.dirname(os.path.abspath(script)) if script else os.getcwd()
 
   def member_dir(self, member: spec.Member) -> str:
     return os.path.join(self.workdir, member.name)
@@ -158,15 +172,21 @@ def run_member(plan: Plan, member: spec.Member, env: Optional[Dict[str, str]] = 
   folder = plan.member_dir(member)
   if status(plan, member) in ('done', 'running'):   # running: another sweep process has it
     return status(plan, member)
+  env = dict(os.environ if env is None else env)
+  config = spec.resolved_config(plan.sweep, member)
+  num_steps = config.train.num_steps
+  record_path = os.path.join(folder, PROVENANCE)
+  current = provenance.collect(repo_dir=plan.repo_dir(), data_paths=data_paths(config),
+                               cores=cores, env=env)
+  mixed = provenance.check_resume(record_path, current, plan.allow_mixed)   # before any write
   os.makedirs(folder, exist_ok=True)
+  _record_provenance(record_path, current, mixed)
   os.makedirs(os.path.join(plan.workdir, SHARED), exist_ok=True)
   record = {'sweep': plan.source, 'row': member.row.name, 'seed': member.seed,
             'overrides': spec.member_overrides(plan.sweep, member),
             'train': plan.command(member), 'eval': plan.command(member, 'eval')}
   _write_json(os.path.join(folder, MEMBER), record)
-  env = dict(os.environ if env is None else env)
   log = os.path.join(folder, 'sweep.log')
-  num_steps = spec.resolved_config(plan.sweep, member).train.num_steps
   for mode in ('train', 'eval'):
     returncode = _run(plan.command(member, mode), log, env, stop, cores)
     if stop.requested:
@@ -174,14 +194,41 @@ def run_member(plan: Plan, member: spec.Member, env: Optional[Dict[str, str]] = 
     if returncode != 0:
       _write_text(os.path.join(folder, FAILED), _last_error(log, returncode) + '\n')
       return 'failed'
-    if mode == 'train' and num_steps not in workdir_lib.saved_steps(folder):
+    if mode == 'train' and early_stop.finished_step(folder, num_steps) is None:
       _write_text(os.path.join(folder, FAILED),
                   f'error: training stopped before step {num_steps} (see {log})\n')
       return 'failed'
   if os.path.exists(os.path.join(folder, FAILED)):
     os.remove(os.path.join(folder, FAILED))
-  _write_json(os.path.join(folder, DONE), {'finished': time.time(), 'steps': num_steps})
+  finished = provenance.finish(record_path) or {}
+  finished['tokenizer'] = provenance.checksum_paths(
+      [os.path.join(plan.workdir, SHARED, 'tokenizer')])
+  provenance.write(record_path, finished)
+  _write_json(os.path.join(folder, DONE), {'finished': time.time(),
+                                           'steps': early_stop.finished_step(folder, num_steps)})
   return 'done'
+
+
+def data_paths(config) -> List[str]:
+  """The raw data a member reads (made-up copy-task data has none to checksum)."""
+  raw_dir = config.data.get('raw_dir', '')
+  if config.data.get('dataset') in ('copy', 'reverse') or not raw_dir:
+    return []
+  return [os.path.abspath(raw_dir)]
+
+
+def _record_provenance(path: str, current, mixed: Sequence[str]) -> None:
+  """Writes the member's first provenance record; a resume with other code (allowed by
+  --sweep_allow_mixed) is added to it as `resumed_with`."""
+  old = provenance.read(path)
+  if old is None:
+    provenance.write(path, current)
+  elif mixed:
+    old.setdefault('resumed_with', []).append(
+        {'label': provenance.label(current), 'differences': list(mixed),
+         'started_utc': current['started_utc'], 'code': current['code'],
+         'libraries': current['libraries']})
+    provenance.write(path, old)
 
 
 def _write_json(path: str, value) -> None:

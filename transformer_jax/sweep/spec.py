@@ -38,6 +38,51 @@ class Row:
   seeds: Optional[Sequence[int]] = None
   note: str = ''
   paper: Mapping[str, float] = dataclasses.field(default_factory=dict)
+  scale_lr_with_width: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  """How long each member trains.
+
+  kinds:
+    'steps'    train.num_steps of the experiment (with the sweep's overrides), as before.
+    'plateau'  until the validation loss has not improved for `patience` evaluations
+               `eval_every_steps` apart (train.early_stop_patience; early_stop.py), at most
+               `max_steps`; checkpoints are saved at every evaluation and the last
+               patience + 1 of them (the plateau) are kept and averaged for the final result.
+    'tokens'   `tokens` target slots per member: num_steps = tokens / data.tokens_per_batch,
+               so rows with other batch sizes see the same data.
+  """
+  kind: str = 'steps'
+  patience: int = 5
+  eval_every_steps: int = 100
+  max_steps: int = 0
+  tokens: int = 0
+
+  def overrides(self, config) -> Dict[str, Any]:
+    """The train/eval settings this budget sets on a member whose config is `config`."""
+    if self.kind == 'steps':
+      return {}
+    if self.kind == 'plateau':
+      return {'train.early_stop_patience': self.patience,
+              'train.eval_every_steps': self.eval_every_steps,
+              'train.checkpoint_every_steps': self.eval_every_steps,
+              'train.keep_checkpoints': self.patience + 1,
+              'eval.average_last': self.patience + 1,
+              'train.num_steps': self.max_steps or config.train.num_steps}
+    if self.kind == 'tokens':
+      return {'train.num_steps': max(1, self.tokens // config.data.tokens_per_batch)}
+    raise UserError(f'unknown budget kind {self.kind!r}: use steps, plateau or tokens')
+
+  def describe(self) -> str:
+    if self.kind == 'plateau':
+      return (f'until the validation loss has not improved for {self.patience} evaluations '
+              f'{self.eval_every_steps} steps apart (at most {self.max_steps or "num_steps"} '
+              f'steps); the last {self.patience + 1} checkpoints averaged')
+    if self.kind == 'tokens':
+      return f'{self.tokens:,} target slots per member'
+    return 'a fixed number of steps (train.num_steps)'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +119,12 @@ class Sweep:
     extra_metrics: more columns for the report, from the evaluation JSON or the training log
       ('grad_norm_start', 'grad_norm_end': the first and last logged gradient norm).
     curves: line figures of the report (Curves), beside its bar chart.
+    compare: more (reference row, row) pairs to test besides every row against the baseline,
+      e.g. [('scaled_dk16', 'unscaled_dk16')].
+    data_seeds: () ties the data order to the seed (data.shuffle_seed = train.seed); given,
+      every seed is crossed with every data seed, so initialisation/dropout and data order
+      vary on their own (members `<row>_seed<k>_data<j>`).
+    budget: how long members train (Budget).
   """
   experiment: str
   rows: Sequence[Row]
@@ -83,33 +134,76 @@ class Sweep:
   metric: str = 'bleu_tok_lc'
   extra_metrics: Sequence[str] = ()
   curves: Sequence[Curves] = ()
+  compare: Sequence[Tuple[str, str]] = ()
+  data_seeds: Sequence[int] = ()
+  budget: Budget = Budget()
 
   def row(self, name: str) -> Row:
     return next(r for r in self.rows if r.name == name)
 
   def members(self) -> List['Member']:
-    """Every (row, seed) in a fixed order: rows as listed, seeds as listed."""
-    return [Member(index, row, seed)
-            for index, (row, seed) in enumerate((row, seed) for row in self.rows
-                                                for seed in (row.seeds or self.seeds))]
+    """Every (row, seed[, data seed]) in a fixed order: rows, seeds, data seeds as listed."""
+    combos = [(row, seed, data_seed) for row in self.rows for seed in (row.seeds or self.seeds)
+              for data_seed in (self.data_seeds or (None,))]
+    return [Member(index, row, seed, data_seed)
+            for index, (row, seed, data_seed) in enumerate(combos)]
+
+  def comparisons(self) -> List[Tuple[str, str]]:
+    """(reference, row) pairs the report tests: every row against the baseline, then
+    `compare`."""
+    pairs = [(self.baseline, r.name) for r in self.rows if r.name != self.baseline]
+    return pairs + [tuple(p) for p in self.compare if tuple(p) not in pairs]
 
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-  """One run of a sweep: a row with one seed."""
+  """One run of a sweep: a row with one seed (and a data-order seed, when they are split)."""
   index: int
   row: Row
   seed: int
+  data_seed: Optional[int] = None
 
   @property
   def name(self) -> str:
-    return f'{self.row.name}_seed{self.seed}'
+    tail = '' if self.data_seed is None else f'_data{self.data_seed}'
+    return f'{self.row.name}_seed{self.seed}{tail}'
 
 
 def member_overrides(sweep: Sweep, member: Member) -> Dict[str, Any]:
-  """The overrides of one member on top of the base experiment: common, row, then its seed."""
-  return {**sweep.common, **member.row.overrides, 'train.seed': member.seed,
-          'data.shuffle_seed': member.seed}
+  """The overrides of one member on top of the base experiment: common, the budget's, the
+  row's (with its width-scaled learning rate), then its seeds."""
+  overrides = {**sweep.common, **member.row.overrides}
+  if sweep.budget.kind != 'steps' or member.row.scale_lr_with_width:
+    config = _config_with(sweep.experiment, overrides, member.row.name)
+    overrides = {**sweep.common, **sweep.budget.overrides(config), **member.row.overrides}
+    if member.row.scale_lr_with_width:
+      overrides['optim.learning_rate'] = width_scaled_lr(sweep, config)
+  data_seed = member.seed if member.data_seed is None else member.data_seed
+  return {**overrides, 'train.seed': member.seed, 'data.shuffle_seed': data_seed}
+
+
+def width_scaled_lr(sweep: Sweep, config) -> float:
+  """The baseline's peak learning rate times (d_model of the baseline / d_model of the row)
+  ** 0.5: the paper's d_model^-0.5 rule applied to a row whose learning rate is set."""
+  base = _config_with(sweep.experiment, {**sweep.common, **sweep.row(sweep.baseline).overrides},
+                      sweep.baseline)
+  if base.optim.learning_rate is None:
+    raise UserError('scale_lr_with_width: the baseline has no optim.learning_rate (the '
+                    'paper\'s rule already scales it with d_model): drop scale_lr_with_width')
+  return float(base.optim.learning_rate * (base.model.model_dim / config.model.model_dim) ** 0.5)
+
+
+def _config_with(experiment: str, overrides: Mapping[str, Any], row: str):
+  """The base config with `overrides` set (unchecked: `check` checks every member)."""
+  config = _base_config(experiment)
+  for key, value in overrides.items():
+    section, _, field = key.partition('.')
+    try:
+      config[section][field] = value
+    except (KeyError, AttributeError, TypeError, ValueError):
+      raise UserError(f'row {row!r}: {key}={value!r} is not a field of {experiment} with that '
+                      'type: use a key of its get_config() (see experiments/base.py)') from None
+  return config
 
 
 def flag_value(value: Any) -> str:
@@ -197,8 +291,23 @@ def check(sweep: Sweep, where: str, extra: Sequence[str] = ()) -> None:
                     f'one of {names}')
   _check_curves(sweep, where, names)
   for row in sweep.rows:
-    if not (row.seeds or sweep.seeds):
+    seeds = list(row.seeds or sweep.seeds)
+    if not seeds:
       raise UserError(f'{where}: row {row.name!r} has no seeds: give it seeds or the sweep seeds')
+    if len(set(seeds)) < len(seeds):
+      raise UserError(f'{where}: row {row.name!r} repeats a seed ({seeds}): give distinct seeds')
+  if len(set(sweep.data_seeds)) < len(sweep.data_seeds):
+    raise UserError(f'{where}: data_seeds {list(sweep.data_seeds)} repeat a seed: give '
+                    'distinct data seeds')
+  for pair in sweep.compare:
+    if len(pair) != 2 or not set(pair) <= set(names) or pair[0] == pair[1]:
+      raise UserError(f'{where}: compare entry {pair!r} must be two different rows of '
+                      f'{names}: fix Sweep(compare=...)')
+  if sweep.budget.kind not in ('steps', 'plateau', 'tokens'):
+    raise UserError(f'{where}: unknown budget kind {sweep.budget.kind!r}: use steps, plateau '
+                    'or tokens')
+  if sweep.budget.kind == 'tokens' and sweep.budget.tokens < 1:
+    raise UserError(f'{where}: a tokens budget needs Budget(tokens=N) with N >= 1')
   for member in sweep.members():
     resolved_config(sweep, member, extra)
 
