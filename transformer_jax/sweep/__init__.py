@@ -9,5 +9,6 @@
 """
 from transformer_jax.sweep.spec import Budget
 from transformer_jax.sweep.spec import Curves
+from transformer_jax.sweep.spec import Grid
 from transformer_jax.sweep.spec import Row
 from transformer_jax.sweep.spec import Sweep

@@ -8,9 +8,10 @@ copies, for every done member, what the report reads and what records how the me
 hypotheses), and the sweep's shared tokenizers, into `<archive>/<member>/` and
 `<archive>/shared/tokenizer/`: about 0.2 MB a translation member, where its checkpoints take
 70 MB. The references (`*.ref.txt`) stay behind: they are the data set's own sentences, which
-a results folder meant to be shared or committed must not carry. The report borrows them from
-any member evaluated on the same split (`report.collect`), so the paired tests need at least
-one member's evaluation beside the archive's. Members already in the
+a results folder meant to be shared or committed must not carry. Their checksum, line count
+and the data settings that find them go to `<archive>/shared/references.json`; the report
+reads them again from the raw data the members' config names and checks the checksum, so
+every p-value can be recomputed from the archive and the public data. Members already in the
 archive are updated, none is removed, so archiving after every sitting gathers a long sweep.
 
 The archive is itself a sweep folder:
@@ -20,6 +21,8 @@ The archive is itself a sweep folder:
                                          done there, and later members use the same tokenizer
                                          (the data is prepared again from the raw files).
 """
+import glob
+import json
 import os
 import shutil
 from typing import List
@@ -27,6 +30,8 @@ from typing import List
 from transformer_jax import early_stop
 from transformer_jax import workdir as workdir_lib
 from transformer_jax.errors import UserError
+from transformer_jax.sweep import provenance
+from transformer_jax.sweep import report
 from transformer_jax.sweep import runner
 
 # What a done member's folder keeps besides checkpoints, lock and TensorBoard events.
@@ -36,6 +41,29 @@ MEMBER_FILES = (runner.MEMBER, runner.PROVENANCE, workdir_lib.CONFIG_FILE, 'metr
 MEMBER_FOLDERS = ('eval',)
 LEFT_BEHIND = ('*.ref.txt',)
 SHARED_FOLDERS = ('tokenizer',)
+
+
+def _record_references(plan: runner.Plan, done, destination: str) -> None:
+  """shared/references.json: per split, the checksum and line count of the references the
+  members were scored against and the data settings that find them again, so the report can
+  recompute every p-value from the archive and the raw data (report._references_from_data)."""
+  path = os.path.join(destination, runner.SHARED, report.REFERENCES)
+  recorded = provenance.read(path) or {}
+  for member in done:
+    folder = plan.member_dir(member)
+    for ref in glob.glob(os.path.join(folder, 'eval', '*_step*.ref.txt')):
+      split = os.path.basename(ref).split('_step', 1)[0]
+      if split in recorded:
+        continue
+      with open(ref, encoding='utf-8') as f:
+        lines = [line.rstrip('\n') for line in f]
+      data = json.load(open(os.path.join(folder, workdir_lib.CONFIG_FILE), encoding='utf-8'))['data']
+      recorded[split] = {'sha256': report.references_digest(lines), 'lines': len(lines),
+                         'data': {k: data.get(k) for k in ('dataset', 'raw_dir', 'source_lang',
+                                                           'target_lang')}}
+  if recorded:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    provenance.write(path, recorded)
 
 
 def write(plan: runner.Plan, destination: str) -> List[str]:
@@ -58,6 +86,7 @@ def write(plan: runner.Plan, destination: str) -> List[str]:
     for name in MEMBER_FILES:
       if os.path.exists(os.path.join(source, name)):
         shutil.copy2(os.path.join(source, name), os.path.join(target, name))
+  _record_references(plan, done, destination)
   for name in SHARED_FOLDERS:
     shared = os.path.join(plan.workdir, runner.SHARED, name)
     if os.path.isdir(shared):

@@ -29,7 +29,7 @@ def _evaluate_split(plan: runner.Plan, split: str) -> None:
   """Evaluates every done member on `split` where that evaluation is missing (test on demand)."""
   for member in plan.sweep.members():
     folder = plan.member_dir(member)
-    if runner.status(plan, member) != 'done' or report._eval_files(folder, split):   # pylint: disable=protected-access
+    if runner.status(plan, member) != 'done' or report.eval_files(folder, split):
       continue
     logging.info('evaluating %s on %s', member.name, split)
     command = plan.command(member, 'eval')
@@ -60,6 +60,13 @@ def main(source: str, workdir: Optional[str], mode: str, *, parallel: int,
     for line in runner.listing(plan):
       print(line)
     return
+  if rerun and mode != 'train':
+    raise UserError('--sweep_rerun runs members again: use it with --mode=train (the default)')
+  names = runner.rerun_names(plan, rerun) if rerun else []
+  runner.check_unchanged(plan, names)
+  if names:
+    moved = runner.move_aside(plan, names)
+    _log(f'moved {len(moved)} member folder(s) aside to run again: {", ".join(moved)}')
   if member is not None:
     runner.run_one(plan, member, log=_log)
     return
@@ -69,12 +76,13 @@ def main(source: str, workdir: Optional[str], mode: str, *, parallel: int,
     return
   split = _split_of(extra)
   if mode == 'train':
-    results = runner.run_all(plan, parallel, pin_cores=pin_cores, log=_log)
+    results = runner.run_all(plan, parallel, pin_cores=pin_cores, log=_log,
+                             per_device=per_device)
     if not any(s == 'done' for s in results.values()):
       return
   if split != 'validation':
     _evaluate_split(plan, split)
-  rows = report.write(plan, split)
+  rows = report.write(plan, split, resamples, also)
   _log(f'wrote {os.path.join(plan.workdir, "report.md")} ({len(rows)} rows)')
 
 

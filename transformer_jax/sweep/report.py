@@ -1,28 +1,38 @@
-"""A sweep's report: per row, mean +- standard error over seeds, delta vs the baseline, and a
-paired significance test against the baseline on the same sentences.
+"""A sweep's report: per row, mean ± standard error over seeds (each seed's value beside it);
+per comparison (every row against the baseline, and the sweep's `compare` pairs), the
+difference with a 95% interval and p-values that count training seeds and test sentences
+(comparisons.py, statistics.py), Holm-adjusted over the sweep; the budget each row used and
+whether it was still improving (learning.py); the provenance of every member (provenance.py).
 
 Reads each done member's averaged evaluation (`--mode=eval` writes
-`eval/<split>_step<N>_avg<K>_<decoding>.{json,hyp.txt,ref.txt}`) and its metrics.jsonl
-(training minutes), and writes `report.csv`, `report.md` and `report.png` in the sweep's folder,
-plus `report_<name>.png` for each of the sweep's Curves (curves.py).
+`eval/<split>_step<N>_avg<K>_<decoding>.{json,hyp.txt,ref.txt}`), its metrics.jsonl and its
+provenance.json, and writes in the sweep's folder:
+  report.md / report.tex     the tables (markdown; LaTeX booktabs)
+  report.csv                 one line per row, each seed's value included
+  report_comparisons.csv     one line per comparison and metric, every test
+  report.png                 the main metric per row; report_curves.png the learning curves;
+                             report_<name>.png for each of the sweep's Curves (curves.py)
 
-Standard error: the sample standard deviation over seeds (n - 1 in the denominator) over
-sqrt(n); with one seed there is none. Significance: sacrebleu's paired bootstrap (1,000
-resamples; approximate randomization as an option) of a row's hypotheses against the
-baseline's on the same references, seeds pooled by concatenating each seed's hypotheses with
-the same seed's baseline hypotheses (seeds the baseline lacks are left out of the test).
+Members that ran with other code or library versions are not pooled in a row or a
+comparison (UserError, exit 2) unless --sweep_allow_mixed, which marks them (†).
 """
-import csv
 import glob
+import hashlib
 import json
 import math
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from transformer_jax.errors import UserError
+from transformer_jax.sweep import comparisons as comparisons_lib
 from transformer_jax.sweep import curves
+from transformer_jax.sweep import learning
+from transformer_jax.sweep import provenance
 from transformer_jax.sweep import runner
 from transformer_jax.sweep import spec
+from transformer_jax.sweep import tables
+
+REFERENCES = 'references.json'    # in <sweep>/shared/: checksums of each split's references
 
 
 def mean_and_error(values: Sequence[float]):
@@ -37,33 +47,11 @@ def mean_and_error(values: Sequence[float]):
   return mean, math.sqrt(variance / len(values))
 
 
-def paired_test(baseline: Sequence[str], system: Sequence[str], references: Sequence[str],
-                test_type: str = 'bs', samples: int = 1000) -> float:
-  """p-value of `system` against `baseline` (same sentences) for corpus BLEU.
-
-  test_type 'bs' is paired bootstrap resampling (Koehn, 2004), 'ar' approximate randomization
-  (Riezler and Maxwell, 2005), both as sacrebleu implements them (seeded, so repeatable).
-  """
-  from sacrebleu.metrics import BLEU
-  from sacrebleu.significance import PairedTest
-  if not (len(baseline) == len(system) == len(references)):
-    raise UserError(f'paired test needs equal sentence counts, got {len(baseline)}, '
-                    f'{len(system)} and {len(references)}: evaluate every member on the same split')
-  if list(system) == list(baseline):
-    # sacrebleu counts resampled differences strictly above the observed one, so two identical
-    # systems (every difference 0) would get p = 1/(n+1); there is no evidence of a difference.
-    return 1.0
-  test = PairedTest([('baseline', list(baseline)), ('system', list(system))],
-                    {'BLEU': BLEU()}, [list(references)], test_type=test_type, n_samples=samples)
-  _, scores = test()
-  return float(scores['BLEU'][1].p_value)
-
-
-def _eval_files(folder: str, split: str) -> Optional[str]:
-  """The stem of the member's newest complete averaged evaluation of `split`, or None
-  (a partial one, `eval.max_batches` > 0, is never reported)."""
-  found = sorted((p for p in glob.glob(os.path.join(folder, 'eval', f'{split}_step*_avg*.json'))
-                  if '_partial' not in os.path.basename(p)), key=os.path.getmtime)
+def eval_files(folder: str, split: str) -> Optional[str]:
+  """The stem of the member's newest complete averaged evaluation of `split`; a partial one
+  (`eval.max_batches` > 0, as smoke experiments have) only when there is no complete one."""
+  found = sorted(glob.glob(os.path.join(folder, 'eval', f'{split}_step*_avg*.json')),
+                 key=lambda p: ('_partial' not in os.path.basename(p), os.path.getmtime(p)))
   return found[-1][:-len('.json')] if found else None
 
 
@@ -74,44 +62,60 @@ def _read_lines(path: str) -> Optional[List[str]]:
     return [line.rstrip('\n') for line in f]
 
 
-def _training_log(folder: str) -> Dict[str, Optional[float]]:
-  """Training minutes, and the first and last logged gradient norm, from metrics.jsonl."""
+def _member_records(workdir: str, members, split: str, source: str) -> List[Dict[str, Any]]:
   records = []
-  path = os.path.join(folder, 'metrics.jsonl')
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      for line in f:
-        try:
-          records.append(json.loads(line))
-        except ValueError:                      # a line cut short by a kill
-          continue
-  minutes = [r['minutes'] for r in records if 'minutes' in r]
-  norms = [r['grad_norm'] for r in records if 'grad_norm' in r]
-  return {'minutes': minutes[-1] if minutes else None,
-          'grad_norm_start': norms[0] if norms else None,
-          'grad_norm_end': norms[-1] if norms else None}
-
-
-def collect(plan: runner.Plan, split: str = 'validation') -> List[Dict[str, Any]]:
-  """One record per done member: row, seed, metrics, hypotheses, references, minutes."""
-  records = []
-  for member in plan.sweep.members():
-    if runner.status(plan, member) != 'done':
-      continue
-    folder = plan.member_dir(member)
-    stem = _eval_files(folder, split)
+  for row_name, seed_label, folder, tune in members:
+    stem = eval_files(folder, split)
     if stem is None:
       continue
-    with open(stem + '.json', encoding='utf-8') as f:
-      metrics = json.load(f)
-    log = _training_log(folder)
-    metrics.update({k: v for k, v in log.items() if k != 'minutes'})
-    records.append({'row': member.row.name, 'seed': member.seed, 'metrics': metrics,
+    try:
+      with open(stem + '.json', encoding='utf-8') as f:
+        metrics = json.load(f)
+    except (OSError, ValueError) as e:
+      raise UserError(f'{stem}.json is unreadable ({type(e).__name__}): evaluate the member '
+                      f'again (--mode=eval --workdir={folder}) or move it aside') from None
+    log = learning.read_log(folder)
+    metrics.update(grad_norm_start=log['grad_norm_start'], grad_norm_end=log['grad_norm_end'])
+    records.append({'row': row_name, 'seed': seed_label, 'tune': tune,
+                    'member': os.path.basename(folder),
+                    'folder': folder, 'source': source, 'metrics': metrics, 'log': log,
                     'hypotheses': _read_lines(stem + '.hyp.txt'),
-                    'references': _read_lines(stem + '.ref.txt'),
-                    'minutes': log['minutes'], 'stem': stem})
-  _share_references(records)
+                    'references': _read_lines(stem + '.ref.txt'), 'minutes': log['minutes'],
+                    'stem': stem, 'partial': '_partial' in os.path.basename(stem),
+                    'provenance': provenance.read(os.path.join(folder, runner.PROVENANCE))})
   return records
+
+
+def collect(plan: runner.Plan, split: str = 'validation',
+            also: Sequence[str] = ()) -> List[Dict[str, Any]]:
+  """One record per done member of the sweep (and of the sweep folders `also`, whose rows
+  join the report: their baseline row pools with this sweep's, other rows of the same name
+  are prefixed with their folder's name)."""
+  members = [(m.row.name, m.name[len(m.row.name) + 1:], plan.member_dir(m), m.tune)
+             for m in plan.sweep.members() if runner.status(plan, m) == 'done']
+  records = _member_records(plan.workdir, members, split, plan.workdir)
+  for other in also:
+    records += _member_records(other, _done_members(other, plan.sweep), split, other)
+  _share_references(records)
+  _references_from_data(plan, records, split)
+  return records
+
+
+def _done_members(folder: str, sweep: spec.Sweep):
+  """(row, seed label, folder) of the done members of another sweep's folder."""
+  if not os.path.isdir(folder):
+    raise UserError(f'--sweep_also={folder} is not a folder: give a sweep\'s workdir')
+  found = []
+  for name in sorted(os.listdir(folder)):
+    path = os.path.join(folder, name)
+    member = provenance.read(os.path.join(path, runner.MEMBER)) if os.path.isdir(path) else None
+    if member is None or not os.path.exists(os.path.join(path, runner.DONE)):
+      continue
+    row = member['row']
+    if row != sweep.baseline and row in {r.name for r in sweep.rows}:
+      row = f'{os.path.basename(os.path.normpath(folder))}:{row}'
+    found.append((row, name[len(member['row']) + 1:], path, None))
+  return found
 
 
 def _share_references(records) -> None:
@@ -126,177 +130,249 @@ def _share_references(records) -> None:
       record['references'] = present[0]
 
 
+def references_digest(references: Sequence[str]) -> str:
+  return hashlib.sha256('\n'.join(references).encode('utf-8')).hexdigest()
+
+
+def _references_from_data(plan: runner.Plan, records, split: str) -> None:
+  """References no member has: read from the data the members' config.json names (an
+  archive), checked against the archive's recorded checksum when there is one."""
+  missing = [r for r in records if r['references'] is None and r['hypotheses']]
+  if not missing:
+    return
+  config_path = os.path.join(missing[0]['folder'], 'config.json')
+  try:
+    with open(config_path, encoding='utf-8') as f:
+      data = json.load(f)['data']
+  except (OSError, ValueError, KeyError):
+    return
+  if data.get('dataset') != 'multi30k' or not os.path.isdir(data.get('raw_dir', '')):
+    return
+  from transformer_jax.data import multi30k
+  _, references = multi30k.load_text_split(data['raw_dir'], split, data['source_lang'],
+                                           data['target_lang'])
+  recorded = (provenance.read(os.path.join(plan.workdir, runner.SHARED, REFERENCES)) or {}).get(split)
+  if recorded and recorded['sha256'] != references_digest(references):
+    raise UserError(f'the {split} references in {data["raw_dir"]} differ from those the archive '
+                    f'{plan.workdir} was evaluated on (checksum): point data.raw_dir at the '
+                    'original data')
+  for record in missing:
+    if len(record['hypotheses']) == len(references):
+      record['references'] = references
+
+
 def _metric_names(sweep: spec.Sweep, records) -> List[str]:
   present = {k for r in records for k, v in r['metrics'].items() if isinstance(v, (int, float))}
   names = [sweep.metric] + [m for m in (*spec.METRICS, *sweep.extra_metrics) if m != sweep.metric]
   return [m for m in names if m in present]
 
 
-def _pooled(records, row: str, baseline: str):
-  """(baseline hyps, row hyps, references) concatenated over the seeds both have."""
-  by_seed = {(r['row'], r['seed']): r for r in records}
-  seeds = sorted(s for (name, s) in by_seed if name == row and (baseline, s) in by_seed)
-  base, system, refs = [], [], []
-  for seed in seeds:
-    b, r = by_seed[(baseline, seed)], by_seed[(row, seed)]
-    if b['hypotheses'] is None or r['hypotheses'] is None or r['references'] is None:
-      return None
-    base += b['hypotheses']
-    system += r['hypotheses']
-    refs += r['references']
-  return (base, system, refs) if seeds else None
+def _row_line(sweep, name: str, mine, metrics, pools) -> Dict[str, Any]:
+  row = sweep.row(name) if name in {r.name for r in sweep.rows} else spec.Row(name)
+  params = mine[0]['metrics'].get('num_params')
+  tokens = mean_and_error([r['log']['tokens'] for r in mine])[0]
+  improving = [learning.still_improving(r['log']) for r in mine]
+  judged = [v for v, _ in improving if v is not None]
+  line = {'row': name, 'note': row.note, 'seeds': len(mine), 'overrides': dict(row.overrides),
+          'paper': dict(row.paper), 'params': params, 'members': [r['member'] for r in mine],
+          'steps': mean_and_error([r['log']['steps'] for r in mine])[0], 'tokens': tokens,
+          'flops': learning.flops(params, tokens),
+          'train_minutes': mean_and_error([r['minutes'] for r in mine])[0],
+          'still_improving': (sum(judged) * 2 > len(judged)) if judged else None,
+          'improving_curve': next((c for v, c in improving if c), ''),
+          'provenance': sorted({provenance.label(r['provenance']) if r['provenance'] else
+                                'not recorded' for r in mine})}
+  for metric in metrics:
+    values = [r['metrics'].get(metric) for r in mine]
+    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    mean, error = mean_and_error(values)
+    sd = error * math.sqrt(len(values)) if error is not None else None
+    pooled_sd = pools[metric][2]
+    line.update({metric: mean, metric + '_se': error, metric + '_sd': sd,
+                 metric + '_seeds': values,
+                 metric + '_pooled_se': pooled_sd / math.sqrt(len(values))
+                 if pooled_sd and values else None})
+  return line
 
 
-def summarize(sweep: spec.Sweep, records, test_type: str = 'bs',
-              samples: int = 1000) -> List[Dict[str, Any]]:
-  """One dict per row that has results: means, errors, seeds, deltas and the p-value."""
-  names = _metric_names(sweep, records)
-  rows, baseline_means = [], {}
-  for row in sweep.rows:
-    mine = [r for r in records if r['row'] == row.name]
-    if not mine:
+def select_tuned(row: spec.Row, records: List[Dict]):
+  """(the records of the tuning setting with the lowest mean validation loss, a note saying
+  which was kept out of how many); settings with a missing loss are not chosen."""
+  settings = row.tune_settings()
+  by_tune: Dict[int, List[float]] = {}
+  for record in records:
+    loss = record['metrics'].get('loss')
+    if isinstance(loss, (int, float)) and math.isfinite(loss):
+      by_tune.setdefault(record['tune'], []).append(loss)
+  if not by_tune:
+    return records, 'tuning grid: no validation loss to choose by'
+  best = min(by_tune, key=lambda k: sum(by_tune[k]) / len(by_tune[k]))
+  chosen = ', '.join(f'{k.rsplit(".", 1)[-1]}={v}' for k, v in settings[best].items())
+  return ([r for r in records if r['tune'] == best],
+          f'tuned: {chosen} (lowest mean validation loss of {len(settings)} settings; '
+          'chosen on the split it is reported on)')
+
+
+def _identity_key(record) -> str:
+  return json.dumps(provenance.identity(record['provenance']), sort_keys=True)
+
+
+def check_provenance(groups: Dict[str, List[Dict]], pairs, allow_mixed: bool) -> Dict[tuple, str]:
+  """Refuses to pool members of one row, or of a row and its reference, that ran with other
+  code or libraries (unless allow_mixed); returns {pair: '†'} for the mixed pairs allowed."""
+  marks = {}
+  for ref, row in [(name, name) for name in groups] + list(pairs):
+    members = groups.get(ref, []) + (groups.get(row, []) if row != ref else [])
+    keys = {_identity_key(r) for r in members}
+    if len(keys) < 2:
       continue
-    line = {'row': row.name, 'note': row.note, 'seeds': len(mine),
-            'overrides': dict(row.overrides), 'paper': dict(row.paper),
-            'params': mine[0]['metrics'].get('num_params'),
-            'train_minutes': mean_and_error([r['minutes'] for r in mine])[0]}
-    for name in names:
-      mean, error = mean_and_error([r['metrics'].get(name) for r in mine])
-      line[name], line[name + '_se'] = mean, error
-    if row.name == sweep.baseline:
-      baseline_means = {n: line[n] for n in names}
-    rows.append(line)
+    first = members[0]
+    other = next(r for r in members if _identity_key(r) != _identity_key(first))
+    what = f'row {row!r}' if ref == row else f'rows {ref!r} and {row!r}'
+    if not allow_mixed:
+      differences = provenance.differences(first['provenance'], other['provenance']) or \
+          ['provenance recorded for one, not the other']
+      raise UserError(f'{what} pool members that ran with other code or libraries '
+                      f'({first["member"]} vs {other["member"]}: {"; ".join(differences)}): '
+                      're-run them with one version (--sweep_rerun), or give '
+                      '--sweep_allow_mixed to report them marked')
+    marks[(ref, row)] = '†'
+  return marks
+
+
+def summarize(sweep: spec.Sweep, records, samples: int = 10000, allow_mixed: bool = False,
+              lang: str = 'de'):
+  """(rows, comparisons, metrics): one dict per row with results, one per comparison with
+  {metric: test results} (comparisons.py), and the metrics reported, main first."""
+  metrics = _metric_names(sweep, records)
+  groups: Dict[str, List[Dict]] = {}
+  for record in records:
+    groups.setdefault(record['row'], []).append(record)
+  tuned = {name: select_tuned(sweep.row(name), group) for name, group in groups.items()
+           if name in {r.name for r in sweep.rows} and sweep.row(name).tune}
+  for name, (kept, _) in tuned.items():
+    groups[name] = kept
+  order = [r.name for r in sweep.rows if r.name in groups] + \
+      [name for name in groups if name not in {r.name for r in sweep.rows}]
+  pairs = [(a, b) for a, b in sweep.comparisons() + [(sweep.baseline, n) for n in order
+                                                     if n not in {r.name for r in sweep.rows}]
+           if a in groups and b in groups]
+  marks = check_provenance(groups, pairs, allow_mixed)
+  pools = {m: comparisons_lib.pooled({n: [r['metrics'][m] for r in groups[n]
+                                          if isinstance(r['metrics'].get(m), (int, float))]
+                                      for n in order}) for m in metrics}
+  rows = [_row_line(sweep, name, groups[name], metrics, pools) for name in order]
   for line in rows:
-    for name in names:
-      base = baseline_means.get(name)
-      line[name + '_delta'] = (None if base is None or line[name] is None
-                               else line[name] - base)
-    pooled = _pooled(records, line['row'], sweep.baseline) if line['row'] != sweep.baseline else None
-    line['p_value'] = paired_test(*pooled, test_type=test_type, samples=samples) if pooled else None
-  return rows
+    if line['row'] in tuned:
+      line['note'] = f'{line["note"] or tables.describe(line["overrides"])}; {tuned[line["row"]][1]}'
+
+  comparisons = [{'ref': a, 'row': b, 'mixed_mark': marks.get((a, b), ''), 'results': {}}
+                 for a, b in pairs]
+  for metric in metrics:
+    results = [comparisons_lib.compare(groups[c['ref']], groups[c['row']], metric, lang=lang,
+                                       pool=pools[metric], samples=samples,
+                                       main=metric == sweep.metric) for c in comparisons]
+    comparisons_lib.adjust(results)
+    for comparison, result in zip(comparisons, results):
+      comparison['results'][metric] = result
+  return rows, comparisons, metrics
 
 
-def _fmt(value, digits=2) -> str:
-  return '' if value is None else f'{value:.{digits}f}'
+def _provenance_lines(records) -> List[str]:
+  groups: Dict[str, List[str]] = {}
+  for record in records:
+    label = provenance.label(record['provenance']) if record['provenance'] else \
+        'not recorded (the member predates provenance.json)'
+    groups.setdefault(label, []).append(record['member'])
+  lines = ['| code and libraries | members |', '|---|---|']
+  for label, members in groups.items():
+    lines.append(f'| {label} | {len(members)}: {", ".join(sorted(members))} |')
+  machines = sorted({r['provenance']['machine'].get('cpu_model', '?') for r in records
+                     if r['provenance'] and r['provenance'].get('machine')})
+  if machines:
+    lines += ['', 'Machines: ' + '; '.join(machines) + '.']
+  return lines
 
 
-def _paper_delta(line, baseline_line, key):
-  mine, base = line['paper'].get(key), (baseline_line or {}).get('paper', {}).get(key)
-  return None if mine is None or base is None else mine - base
+def _underpowered_lines(comparisons, metric: str, source: str, workdir: str) -> List[str]:
+  short = [(c, c['results'][metric]) for c in comparisons if c['results'].get(metric)
+           and c['results'][metric]['underpowered']]
+  if not short:
+    return ['Every comparison has the seeds it needs for 80% power at its observed Δ.']
+  text = ', '.join(f'{c["row"]} ({r["seeds_80"] if r["seeds_80"] else "> 1000"})'
+                   for c, r in short)
+  return [f'Underpowered at the observed Δ (seeds per arm needed for 80% power): {text}. '
+          f'To add seeds, give the rows more `seeds` in the sweep file and list the new '
+          f'members with `python launch.py --sweep={source} --workdir={workdir} --sweep_list` '
+          '(status pending); a Δ below about a third of the seed SD is not worth chasing.']
 
 
-def _agreement(line, baseline_line, metric: str) -> str:
-  """'yes'/'no' where the paper's BLEU change and ours have the same sign ('' if either is 0)."""
-  paper = _paper_delta(line, baseline_line, 'bleu')
-  ours = line.get(metric + '_delta')
-  if paper is None or ours is None or paper == 0 or ours == 0:
-    return ''
-  return 'yes' if (paper > 0) == (ours > 0) else 'no'
-
-
-def to_markdown(sweep: spec.Sweep, rows, header: str) -> str:
-  """The report table: one line per row."""
-  metric = sweep.metric
-  names = [n for n in _metric_names_of(sweep, rows) if n != metric]
-  has_paper = any(line['paper'] for line in rows)
-  base = next((line for line in rows if line['row'] == sweep.baseline), None)
-  columns = ['row', 'change', 'seeds', 'params (M)', 'train min', f'{metric} (mean ± s.e.)',
-             f'Δ {metric}', 'p vs baseline'] + [f'{n} (mean ± s.e.)' for n in names]
-  if has_paper:
-    columns += ['paper Δ BLEU', 'paper Δ ppl', 'same sign as paper']
-  lines = [header, '', '| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
-  for line in rows:
-    p = line['p_value']
-    cells = [line['row'], line['note'] or _describe(line['overrides']), str(line['seeds']),
-             _fmt(line['params'] / 1e6 if line['params'] else None),
-             _fmt(line['train_minutes'], 1),
-             f'{_fmt(line[metric])} ± {_fmt(line[metric + "_se"])}',
-             _fmt(line[metric + '_delta']),
-             '' if p is None else f'{p:.3f}' + (' *' if p < 0.05 else '')]
-    cells += [f'{_fmt(line[n], 3)} ± {_fmt(line[n + "_se"], 3)}' for n in names]
-    if has_paper:
-      cells += [_fmt(_paper_delta(line, base, 'bleu'), 1), _fmt(_paper_delta(line, base, 'ppl')),
-                _agreement(line, base, metric)]
-    lines.append('| ' + ' | '.join(cells) + ' |')
-  lines += ['', f'Seeds per row as listed; ± is the standard error over seeds; p is the paired '
-            f'bootstrap of corpus BLEU against the baseline row `{sweep.baseline}` on the same '
-            'sentences, seeds pooled (* p < 0.05).']
-  return '\n'.join(lines) + '\n'
-
-
-def _metric_names_of(sweep: spec.Sweep, rows) -> List[str]:
-  return [k for k in (*spec.METRICS, *sweep.extra_metrics) if rows and k in rows[0]]
-
-
-def _describe(overrides) -> str:
-  return ', '.join(f'{k.split(".")[-1]}={v}' for k, v in overrides.items()) or 'baseline'
-
-
-def write_csv(rows, path: str) -> None:
-  keys = [k for k in rows[0] if k not in ('overrides', 'paper')] + ['overrides', 'paper']
-  with open(path, 'w', newline='', encoding='utf-8') as f:
-    writer = csv.DictWriter(f, fieldnames=keys)
-    writer.writeheader()
-    for line in rows:
-      writer.writerow({**line, 'overrides': json.dumps(line['overrides']),
-                       'paper': json.dumps(line['paper'])})
-
-
-def plot(sweep: spec.Sweep, rows, path: str, title: str) -> None:
-  """Bar chart of the main metric per row with standard-error bars; the baseline as a line."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  metric = sweep.metric
-  shown = [line for line in rows if line[metric] is not None]
-  fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(shown) + 2), 4.2))
-  xs = range(len(shown))
-  colors = ['tab:gray' if line['row'] == sweep.baseline
-            else 'tab:blue' if (line['p_value'] is not None and line['p_value'] < 0.05)
-            else 'tab:cyan' for line in shown]
-  ax.bar(xs, [line[metric] for line in shown], color=colors,
-         yerr=[line[metric + '_se'] or 0.0 for line in shown], capsize=3)
-  base = next((line[metric] for line in shown if line['row'] == sweep.baseline), None)
-  if base is not None:
-    ax.axhline(base, color='black', linewidth=1, linestyle='--', label=f'baseline {base:.2f}')
-    ax.legend(loc='lower right')
-  ax.set_xticks(list(xs))
-  ax.set_xticklabels([line['row'] for line in shown], rotation=60, ha='right', fontsize=8)
-  ax.set_ylabel(f'{metric} (mean ± s.e. over seeds)')
-  ax.set_title(title, fontsize=9)
-  low = min(line[metric] - (line[metric + '_se'] or 0) for line in shown)
-  high = max(line[metric] + (line[metric + '_se'] or 0) for line in shown)
-  ax.set_ylim(max(0.0, low - 0.15 * (high - low + 1e-9)), high + 0.1 * (high - low + 1e-9))
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
-def write(plan: runner.Plan, split: str = 'validation', test_type: str = 'bs',
-          samples: int = 1000) -> List[Dict[str, Any]]:
-  """Collects, summarizes and writes report.{csv,md,png}; returns the rows."""
-  records = collect(plan, split)
+def write(plan: runner.Plan, split: str = 'validation', samples: int = 10000,
+          also: Sequence[str] = ()):
+  """Collects, summarizes and writes the report files; returns the rows."""
+  if samples < 100:
+    raise UserError(f'--sweep_resamples={samples} is too few for a 95% interval: give 1000 or '
+                    'more (default 10000)')
+  records = collect(plan, split, also)
   if not records:
     raise UserError(f'no finished member of {plan.source} in {plan.workdir} has a {split} '
                     'evaluation yet: run the sweep first')
-  rows = summarize(plan.sweep, records, test_type, samples)
-  averaged = sorted({r['metrics'].get('checkpoints_averaged', len(r['metrics'].get('checkpoints', [])) or 1)
-                     for r in records})
-  done = len(records)
-  # Rows beside the paper's numbers: say how those were made (Vaswani et al., Table 3: one model).
-  paper_note = ("; the paper's Table 3, beside which the rows stand, used none"
-                if any(row.paper for row in plan.sweep.rows) else '')
-  header = (f'# Sweep {plan.source}: {split}\n\n{done} of {len(plan.sweep.members())} members '
-            f'finished; base experiment `{plan.sweep.experiment}`; each result averages the last '
-            f'{"/".join(map(str, averaged))} checkpoint(s) (eval.average_last of the base '
-            f'experiment{paper_note}).')
+  lang = json.load(open(os.path.join(records[0]['folder'], 'config.json'))).get(
+      'data', {}).get('target_lang', 'de') if os.path.exists(
+          os.path.join(records[0]['folder'], 'config.json')) else 'de'
+  rows, comparisons, metrics = summarize(plan.sweep, records, samples, plan.allow_mixed, lang)
+  metric = metrics[0]
+  averaged = sorted({r['metrics'].get('checkpoints_averaged',
+                                      len(r['metrics'].get('checkpoints', [])) or 1) for r in records})
+  header = [f'# Sweep {plan.source}: {split}', '',
+            f'{len(records)} of {len(plan.sweep.members())} members finished'
+            + (f' (with {", ".join(also)})' if also else '') +
+            f'; base experiment `{plan.sweep.experiment}`; budget: {plan.sweep.budget.describe()}'
+            f'; each result averages the last {"/".join(map(str, averaged))} checkpoint(s).']
+  partial = sorted(r['member'] for r in records if r['partial'])
+  if partial:
+    header += ['', f'Partial evaluations (eval.max_batches > 0: part of the split) for '
+               f'{len(partial)} member(s): {", ".join(partial)}.']
+  if plan.sweep.note:
+    header += ['', plan.sweep.note]
+  p_note = (f'Δ is the row\'s mean over its seeds minus the reference\'s (every seed of both). '
+            f'CI and p: two-level bootstrap ({samples} resamples: seeds within each arm, then '
+            'sentences with the same indices in both arms) on the same metric as Δ; seed '
+            f'offsets from the sweep\'s pooled seed SD unless both arms have '
+            f'{comparisons_lib.OWN_SEEDS_MIN}+ seeds. * marks Holm-adjusted p < 0.05 over the '
+            'sweep\'s comparisons of this metric. Welch and the exact permutation test use the '
+            'seed means only (they ignore the test set\'s sampling; with 2-3 seeds the '
+            'permutation test cannot go below its minimum p in brackets). "p sentences only" '
+            'is sacrebleu\'s paired bootstrap on cased BLEU with the seeds concatenated: it '
+            'ignores training randomness and is shown for reference only. † marks members with '
+            'mixed provenance (--sweep_allow_mixed).')
+  text = header + ['', '## Rows', ''] + tables.rows_markdown(plan.sweep, rows, metrics) + [
+      '', f'± is the standard error over seeds; [x] the standard error from the sweep\'s pooled '
+      f'seed SD, for rows with fewer than 3 seeds. "Still improving": {learning.RULE}.',
+      '', f'## Comparisons: {metric}', ''] + \
+      tables.comparisons_markdown(plan.sweep, comparisons, metric, samples) + ['', p_note, ''] + \
+      _underpowered_lines(comparisons, metric, plan.source, plan.workdir)
+  for other in metrics[1:]:
+    text += ['', f'## Comparisons: {other}', ''] + \
+        tables.comparisons_markdown(plan.sweep, comparisons, other, samples)
+  text += ['', '## Provenance', ''] + _provenance_lines(records)
   suffix = '' if split == 'validation' else f'_{split}'
-  write_csv(rows, os.path.join(plan.workdir, f'report{suffix}.csv'))
-  with open(os.path.join(plan.workdir, f'report{suffix}.md'), 'w', encoding='utf-8') as f:
-    f.write(to_markdown(plan.sweep, rows, header))
-  title = f'{plan.source} ({split}, {done} members)'
-  plot(plan.sweep, rows, os.path.join(plan.workdir, f'report{suffix}.png'), title)
+  out = lambda name: os.path.join(plan.workdir, f'report{suffix}{name}')
+  with open(out('.md'), 'w', encoding='utf-8') as f:
+    f.write('\n'.join(text) + '\n')
+  tables.write_rows_csv(rows, metrics, out('.csv'))
+  tables.write_comparisons_csv(comparisons, out('_comparisons.csv'))
+  title = f'{plan.source} ({split}, {len(records)} members)'
+  with open(out('.tex'), 'w', encoding='utf-8') as f:
+    f.write(tables.to_tex(plan.sweep, rows, comparisons, metric, samples, title))
+  significant = {c['row']: bool(c['results'].get(metric) and c['results'][metric]['significant'])
+                 for c in comparisons if c['ref'] == plan.sweep.baseline}
+  tables.plot(plan.sweep, rows, significant, metric, out('.png'), title)
+  logs = {}
+  for record in records:
+    logs.setdefault(record['row'], []).append(record['log'])
+  learning.plot(logs, out('_curves.png'), f'{title}: learning curves',
+                {line['row']: line['still_improving'] for line in rows})
   for figure in plan.sweep.curves:
-    curves.plot(figure, rows, os.path.join(plan.workdir, f'report{suffix}_{figure.name}.png'),
-                f'{title}: mean ± s.e. over seeds')
+    curves.plot(figure, rows, out(f'_{figure.name}.png'), f'{title}: mean ± s.e. over seeds')
   return rows

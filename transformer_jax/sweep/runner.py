@@ -98,6 +98,68 @@ def status(plan: Plan, member: spec.Member) -> str:
   return 'pending'
 
 
+def changed_members(plan: Plan) -> List[str]:
+  """Members whose folder records other overrides than the sweep file gives them now (a row
+  edited after they ran), as 'name (what changed)'."""
+  changed = []
+  for member in plan.sweep.members():
+    path = os.path.join(plan.member_dir(member), MEMBER)
+    recorded = provenance.read(path)
+    if recorded is None or 'overrides' not in recorded:
+      continue
+    now = json.loads(json.dumps(spec.member_overrides(plan.sweep, member)))
+    if recorded['overrides'] != now:
+      keys = sorted(k for k in set(now) | set(recorded['overrides'])
+                    if now.get(k) != recorded['overrides'].get(k))
+      shown = ', '.join(f'{k}: {recorded["overrides"].get(k)!r} -> {now.get(k)!r}' for k in keys[:3])
+      changed.append(f'{member.name} ({shown})')
+  return changed
+
+
+def check_unchanged(plan: Plan, rerun: Sequence[str] = ()) -> None:
+  """Refuses a sweep whose rows changed under members that already ran: their results would
+  be reported under settings they were not trained with."""
+  changed = [c for c in changed_members(plan) if c.split(' ', 1)[0] not in rerun]
+  if changed:
+    raise UserError(f'{len(changed)} member(s) ran with other overrides than the sweep file '
+                    f'now gives them: {"; ".join(changed[:3])}: restore the row, or run them '
+                    f'again with --sweep_rerun={",".join(c.split(" ", 1)[0] for c in changed)}')
+
+
+def move_aside(plan: Plan, names: Sequence[str]) -> List[str]:
+  """Moves the named members' folders to `<name>.old-<time>` (never deleted) so they run
+  again from scratch; returns the new paths."""
+  moved = []
+  stamp = time.strftime('%Y%m%d-%H%M%S')
+  for name in names:
+    folder = os.path.join(plan.workdir, name)
+    if not os.path.isdir(folder):
+      continue
+    if workdir_lib.lock_holder(folder):
+      raise UserError(f'--sweep_rerun: {name} is running (process {workdir_lib.lock_holder(folder)}):'
+                      ' stop it first')
+    target = f'{folder}.old-{stamp}'
+    os.rename(folder, target)
+    moved.append(target)
+  return moved
+
+
+def rerun_names(plan: Plan, given: str) -> List[str]:
+  """The members `--sweep_rerun` names (indices or names, comma separated)."""
+  members = plan.sweep.members()
+  by_name = {m.name: m for m in members}
+  names = []
+  for item in (i.strip() for i in given.split(',') if i.strip()):
+    if item.isdigit() and int(item) < len(members):
+      names.append(members[int(item)].name)
+    elif item in by_name:
+      names.append(item)
+    else:
+      raise UserError(f'--sweep_rerun: {item!r} is not a member of {plan.source}: give an index '
+                      f'0-{len(members) - 1} or a name (see --sweep_list)')
+  return names
+
+
 def listing(plan: Plan) -> List[str]:
   """One line per member: index, name, status and the exact command."""
   return [f'{m.index}\t{m.name}\t{status(plan, m)}\t' + ' '.join(_quoted(plan.command(m)))
@@ -271,19 +333,40 @@ def cpu_shares(parallel: int) -> List[Optional[List[int]]]:
   return [cores[i * share:(i + 1) * share] for i in range(parallel)]
 
 
-def run_all(plan: Plan, parallel: int = 1, log=print, pin_cores: bool = False) -> Dict[str, str]:
+def device_slots(parallel: int, per_device: int, gpus: Sequence[str]) -> List[Dict[str, str]]:
+  """The environment changes of each of `parallel` concurrent members: with GPUs, slot i
+  runs on GPU i // per_device with 1/per_device of its memory (XLA's memory fraction, 90%
+  shared out); without, nothing (CPU members share the cores, or are pinned)."""
+  if per_device < 1:
+    raise UserError(f'--sweep_per_device={per_device} must be at least 1')
+  if not gpus:
+    return [{} for _ in range(parallel)]
+  if parallel > len(gpus) * per_device:
+    raise UserError(f'--sweep_parallel={parallel} but {len(gpus)} GPU(s) with '
+                    f'--sweep_per_device={per_device} hold {len(gpus) * per_device} members: '
+                    f'give --sweep_parallel={len(gpus) * per_device} or fewer, or a larger '
+                    '--sweep_per_device')
+  slots = []
+  for slot in range(parallel):
+    env = {'CUDA_VISIBLE_DEVICES': gpus[slot // per_device]}
+    if per_device > 1:
+      env.update(XLA_PYTHON_CLIENT_MEM_FRACTION=f'{0.9 / per_device:.3f}')
+    slots.append(env)
+  return slots
+
+
+def run_all(plan: Plan, parallel: int = 1, log=print, pin_cores: bool = False,
+            per_device: int = 1) -> Dict[str, str]:
   """Runs every member that is not done, `parallel` at a time; returns {name: status}.
 
-  With GPUs, each concurrent member gets its own (`CUDA_VISIBLE_DEVICES`), so `parallel`
-  should not exceed their number; on a CPU the members share all cores, or with
-  `pin_cores` each gets its own share of them (`cpu_shares`).
+  With GPUs, concurrent members share them `per_device` to a GPU (`device_slots`); on a CPU
+  the members share all cores. With `pin_cores` each member also gets its own share of the
+  cores (`cpu_shares`), with or without GPUs.
   """
   if parallel < 1:
     raise UserError(f'--sweep_parallel={parallel} must be at least 1')
   gpus = visible_gpus()
-  if gpus and parallel > len(gpus):
-    raise UserError(f'--sweep_parallel={parallel} but only {len(gpus)} GPUs are visible: give '
-                    f'--sweep_parallel={len(gpus)} or fewer')
+  slots = device_slots(parallel, per_device, gpus)
   lock, unlocked_log = threading.Lock(), log
 
   def log(line):                     # concurrent members: one whole line at a time
@@ -291,9 +374,9 @@ def run_all(plan: Plan, parallel: int = 1, log=print, pin_cores: bool = False) -
       unlocked_log(line)
 
   free = queue.Queue()
-  shares = cpu_shares(parallel) if pin_cores and not gpus else [None] * parallel
+  shares = cpu_shares(parallel) if pin_cores else [None] * parallel
   for slot in range(parallel):
-    free.put((gpus[slot] if gpus else None, shares[slot]))
+    free.put((slots[slot], shares[slot]))
   members = plan.sweep.members()
   results = {m.name: status(plan, m) for m in members}
   todo = [m for m in members if results[m.name] != 'done']
@@ -306,12 +389,12 @@ def run_all(plan: Plan, parallel: int = 1, log=print, pin_cores: bool = False) -
   def one(member):
     if stop.requested:
       return member, status(plan, member)
-    gpu, cores = slot = free.get()
+    device_env, cores = slot = free.get()
     try:
-      env = dict(os.environ)
-      if gpu is not None:
-        env['CUDA_VISIBLE_DEVICES'] = gpu
+      env = {**os.environ, **device_env}
       where = f' on cores {cores[0]}-{cores[-1]}' if cores else ''
+      if device_env.get('CUDA_VISIBLE_DEVICES'):
+        where += f' on GPU {device_env["CUDA_VISIBLE_DEVICES"]}'
       log(f'[{member.index}] {member.name}: {status(plan, member)} -> running{where}')
       began = time.time()
       result = run_member(plan, member, env, stop, cores)

@@ -5,7 +5,10 @@ base config exactly as `--experiment.x.y=v` would be checked (unknown key, wrong
 range), so a mistake in any row stops the sweep before anything runs. Nothing here imports jax.
 """
 import dataclasses
+import hashlib
 import importlib.util
+import itertools
+import json
 import math
 import os
 import re
@@ -32,6 +35,11 @@ class Row:
     seeds: this row's seeds; None takes the sweep's `seeds`.
     note: what the row changes, for the report (e.g. 'h=1, d_k=128').
     paper: the paper's numbers for this row, e.g. {'bleu': 24.9, 'ppl': 5.29}, shown beside ours.
+    scale_lr_with_width: set optim.learning_rate to the baseline's times (baseline d_model /
+      this row's d_model) ** 0.5, the paper's d_model^-0.5 rule.
+    tune: a small inner grid, e.g. {'model.dropout_rate': [0.1, 0.3]}: every setting is
+      trained with every seed (members `<row>_t<k>_seed<s>`), and the report keeps the setting
+      with the lowest mean validation loss, saying so.
   """
   name: str
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -39,6 +47,37 @@ class Row:
   note: str = ''
   paper: Mapping[str, float] = dataclasses.field(default_factory=dict)
   scale_lr_with_width: bool = False
+  tune: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
+
+  def tune_settings(self) -> List[Dict[str, Any]]:
+    """The combinations of the row's inner tuning grid ([{}] without one)."""
+    keys = list(self.tune)
+    return [dict(zip(keys, values)) for values in itertools.product(*(self.tune[k] for k in keys))]
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """Rows for every combination of some settings, named after them:
+  `Grid({'model.num_heads': [1, 8], 'model.dropout_rate': [0.1, 0.3]}).rows()` gives
+  num_heads1_dropout_rate0.1, num_heads1_dropout_rate0.3, num_heads8_dropout_rate0.1, ...
+
+  Attributes:
+    axes: {'section.field': values}; the first key varies slowest.
+    prefix: put before every name (e.g. 'A_').
+    seeds: the rows' seeds (None: the sweep's).
+  """
+  axes: Mapping[str, Sequence[Any]]
+  prefix: str = ''
+  seeds: Optional[Sequence[int]] = None
+
+  def rows(self) -> List[Row]:
+    keys = list(self.axes)
+    out = []
+    for values in itertools.product(*(self.axes[k] for k in keys)):
+      parts = [f'{k.rsplit(".", 1)[-1]}{flag_value(v)}' for k, v in zip(keys, values)]
+      out.append(Row(self.prefix + '_'.join(parts), dict(zip(keys, values)), seeds=self.seeds,
+                     note=', '.join(f'{k.rsplit(".", 1)[-1]}={v}' for k, v in zip(keys, values))))
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +164,7 @@ class Sweep:
       every seed is crossed with every data seed, so initialisation/dropout and data order
       vary on their own (members `<row>_seed<k>_data<j>`).
     budget: how long members train (Budget).
+    note: a paragraph for the report's header (e.g. what the budget measures).
   """
   experiment: str
   rows: Sequence[Row]
@@ -137,16 +177,18 @@ class Sweep:
   compare: Sequence[Tuple[str, str]] = ()
   data_seeds: Sequence[int] = ()
   budget: Budget = Budget()
+  note: str = ''
 
   def row(self, name: str) -> Row:
     return next(r for r in self.rows if r.name == name)
 
   def members(self) -> List['Member']:
     """Every (row, seed[, data seed]) in a fixed order: rows, seeds, data seeds as listed."""
-    combos = [(row, seed, data_seed) for row in self.rows for seed in (row.seeds or self.seeds)
-              for data_seed in (self.data_seeds or (None,))]
-    return [Member(index, row, seed, data_seed)
-            for index, (row, seed, data_seed) in enumerate(combos)]
+    combos = [(row, tune, seed, data_seed) for row in self.rows
+              for tune in (range(len(row.tune_settings())) if row.tune else (None,))
+              for seed in (row.seeds or self.seeds) for data_seed in (self.data_seeds or (None,))]
+    return [Member(index, row, seed, data_seed, tune)
+            for index, (row, tune, seed, data_seed) in enumerate(combos)]
 
   def comparisons(self) -> List[Tuple[str, str]]:
     """(reference, row) pairs the report tests: every row against the baseline, then
@@ -162,20 +204,26 @@ class Member:
   row: Row
   seed: int
   data_seed: Optional[int] = None
+  tune: Optional[int] = None
 
   @property
   def name(self) -> str:
+    tune = '' if self.tune is None else f'_t{self.tune}'
     tail = '' if self.data_seed is None else f'_data{self.data_seed}'
-    return f'{self.row.name}_seed{self.seed}{tail}'
+    return f'{self.row.name}{tune}_seed{self.seed}{tail}'
+
+  def tune_overrides(self) -> Dict[str, Any]:
+    return {} if self.tune is None else self.row.tune_settings()[self.tune]
 
 
 def member_overrides(sweep: Sweep, member: Member) -> Dict[str, Any]:
   """The overrides of one member on top of the base experiment: common, the budget's, the
   row's (with its width-scaled learning rate), then its seeds."""
-  overrides = {**sweep.common, **member.row.overrides}
+  overrides = {**sweep.common, **member.row.overrides, **member.tune_overrides()}
   if sweep.budget.kind != 'steps' or member.row.scale_lr_with_width:
     config = _config_with(sweep.experiment, overrides, member.row.name)
-    overrides = {**sweep.common, **sweep.budget.overrides(config), **member.row.overrides}
+    overrides = {**sweep.common, **sweep.budget.overrides(config), **member.row.overrides,
+                 **member.tune_overrides()}
     if member.row.scale_lr_with_width:
       overrides['optim.learning_rate'] = width_scaled_lr(sweep, config)
   data_seed = member.seed if member.data_seed is None else member.data_seed
@@ -204,6 +252,12 @@ def _config_with(experiment: str, overrides: Mapping[str, Any], row: str):
       raise UserError(f'row {row!r}: {key}={value!r} is not a field of {experiment} with that '
                       'type: use a key of its get_config() (see experiments/base.py)') from None
   return config
+
+
+def overrides_digest(overrides: Mapping[str, Any]) -> str:
+  """A short digest of a member's overrides (its identity besides its name)."""
+  text = json.dumps(overrides, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]
 
 
 def flag_value(value: Any) -> str:
