@@ -173,6 +173,14 @@ def test_grid_names_and_budgets():
   assert plateau['train.keep_checkpoints'] == 4 and plateau['train.num_steps'] == 900
   tokens = Budget('tokens', tokens=10 * config.data.tokens_per_batch).overrides(config)
   assert tokens == {'train.num_steps': 10}
+  params = spec.count_params(config)
+  assert params > 1000
+  per_step = 6 * params * config.data.tokens_per_batch
+  flops = Budget('flops', flops=7.5 * per_step).overrides(config)
+  assert flops == {'train.num_steps': 7}
+  wide = spec._config_with('experiments/copy_task.py:smoke', {'model.model_dim': 32}, 'w')
+  assert spec.count_params(wide) > params
+  assert Budget('flops', flops=7.5 * per_step).overrides(wide)['train.num_steps'] < 7
 
 
 def test_width_rows_scale_the_learning_rate():

@@ -15,7 +15,8 @@ from transformer_jax.errors import UserError
 from transformer_jax.sweep import statistics as st
 
 _PAIRS = [
-    ('Ein Mann fährt Fahrrad auf der Straße.', 'Ein Mann fährt mit dem Fahrrad auf der Straße.'),
+    ('Ein Mann fährt Fahrrad auf der Straße.',
+     'Ein Mann fährt mit dem Fahrrad auf der Straße.'),
     ('Zwei Hunde spielen im Schnee.', 'Zwei Hunde spielen im Schnee.'),
     ('Eine Frau liest ein Buch im Park.', 'Eine Frau liest im Park ein Buch.'),
     ('Kinder spielen Fußball auf einer Wiese.', 'Die Kinder spielen auf der Wiese Fußball.'),
@@ -33,7 +34,8 @@ _PAIRS = [
     ('Leute warten an der Haltestelle.', 'Menschen warten an einer Bushaltestelle.'),
     ('Ein alter Mann füttert Tauben.', 'Ein älterer Herr füttert die Tauben im Park.'),
     ('Zwei Frauen unterhalten sich im Café.', 'Zwei Frauen reden in einem Café.'),
-    ('Ein Skifahrer fährt den Hang hinunter.', 'Ein Skifahrer fährt einen steilen Hang hinunter.'),
+    ('Ein Skifahrer fährt den Hang hinunter.',
+     'Ein Skifahrer fährt einen steilen Hang hinunter.'),
     ('Die Band spielt vor vielen Leuten.', 'Eine Band spielt vor einer großen Menge.'),
     ('Ein Mann repariert sein Auto.', 'Ein Mann repariert ein altes Auto.'),
     ('Ein Baby schläft in seinem Bett.', 'Ein Baby schläft in einem Bett.'),
@@ -127,8 +129,12 @@ def _exact_bootstrap(a, b, pool=None, pool_df=None):
   return delta, sorted(outcomes), shrinks
 
 
+def _arm_stats(arm):
+  return np.stack([st.mean_stats(seed) for seed in arm])
+
+
 _A = [[1.0, 2.0, 3.0], [1.6, 2.5, 3.4]]
-_B = [[1.3, 2.2, 3.6], [2.1, 2.9, 3.5]]
+_B = [[1.8, 2.4, 3.9], [2.3, 3.3, 3.6]]
 
 
 @pytest.mark.parametrize('a,b,pool,pool_df', [
@@ -139,36 +145,38 @@ def test_two_level_bootstrap_matches_exact_enumeration(a, b, pool, pool_df):
   delta, outcomes, shrinks = _exact_bootstrap(a, b, pool, pool_df)
   assert all(0 < s < 1 for s in shrinks)  # the case exercises the double-counting correction
   samples = 40000
-  got = st.two_level_bootstrap(st_stats(a), st_stats(b), st.corpus_mean, residual_pool=pool,
+  got = st.two_level_bootstrap(_arm_stats(a), _arm_stats(b), st.corpus_mean, residual_pool=pool,
                                pool_df=pool_df, samples=samples, seed=3)
   assert got['delta'] == pytest.approx(delta, abs=1e-12)
   assert got['seed_source'] == ('own' if pool is None else 'pooled')
   assert got['seed_shrink'] == pytest.approx(shrinks, abs=0.02)
   p_exact = np.mean([abs(x - delta) >= abs(delta) - 1e-12 for x in outcomes])
-  assert 0.02 < p_exact < 0.9
+  assert 0.05 < p_exact < 0.5
   assert got['p'] == pytest.approx(p_exact, abs=4 * math.sqrt(p_exact / samples) + 2e-3)
+  # The distribution is discrete; its atoms move a little with the resampled shrink.
   quantile = lambda q: outcomes[int(q * (len(outcomes) - 1))]
-  assert quantile(0.015) <= got['ci_low'] <= quantile(0.035)
-  assert quantile(0.965) <= got['ci_high'] <= quantile(0.985)
-
-
-def st_stats(arm):
-  return np.stack([st.mean_stats(seed) for seed in arm])
+  tol = 0.02 * (quantile(0.975) - quantile(0.025))
+  assert quantile(0.015) - tol <= got['ci_low'] <= quantile(0.035) + tol
+  assert quantile(0.965) - tol <= got['ci_high'] <= quantile(0.985) + tol
 
 
 def test_two_level_bootstrap_delta_uses_every_seed_and_is_reproducible():
-  base2, base3 = st_stats(_A), st_stats(_A + [[3.0, 4.0, 5.0]])
-  system = st_stats(_B)
+  base2, base3 = _arm_stats(_A), _arm_stats(_A + [[3.0, 4.0, 5.0]])
+  system = _arm_stats(_B)
   two = st.two_level_bootstrap(base2, system, st.corpus_mean, samples=500)
   three = st.two_level_bootstrap(base3, system, st.corpus_mean, samples=500)
-  assert two['delta'] == pytest.approx((7.1 + 8.5) / 6 - (6 + 7.5) / 6, abs=1e-12)
-  assert three['delta'] == pytest.approx((7.1 + 8.5) / 6 - (6 + 7.5 + 12) / 9, abs=1e-12)
+  assert two['delta'] == pytest.approx((8.1 + 9.2) / 6 - (6 + 7.5) / 6, abs=1e-12)
+  assert three['delta'] == pytest.approx((8.1 + 9.2) / 6 - (6 + 7.5 + 12) / 9, abs=1e-12)
   assert three == st.two_level_bootstrap(base3, system, st.corpus_mean, samples=500)
   assert three != st.two_level_bootstrap(base3, system, st.corpus_mean, samples=500, seed=1)
   same = st.two_level_bootstrap(system, system, st.corpus_mean, samples=500)
   assert (same['p'], same['ci_low'], same['ci_high'], same['p_at_floor']) == (1.0, 0, 0, False)
-  far = st.two_level_bootstrap(base2, st_stats(np.array(_B) + 10), st.corpus_mean, samples=500)
+  far = st.two_level_bootstrap(base2, _arm_stats(np.array(_B) + 10), st.corpus_mean, samples=500)
   assert far['p'] == 1 / 501 and far['p_at_floor'] and st.format_p(far['p'], 500) == '< 1/501'
+  # A metric with no per-sentence form: one "sentence" per seed, seed variance only (t on 2 df).
+  single = st.two_level_bootstrap(base2[:, :1], system[:, :1], st.corpus_mean, samples=2000)
+  assert single['interval_df'] == 2 and single['seed_shrink'] == [1.0, 1.0]
+  assert single['ci_low'] < single['delta'] < single['ci_high']
   with pytest.raises(UserError, match='pooled_residuals'):
     st.two_level_bootstrap(base2, system[:1], st.corpus_mean)
   with pytest.raises(UserError):
@@ -214,7 +222,8 @@ def test_seed_level_tests():
   a, b = [1.0, 2.0], [3.0, 4.0, 6.0]
   got = st.seed_level_tests(a, b)
   welch = scipy.stats.ttest_ind(b, a, equal_var=False)
-  assert got['welch_p'] == pytest.approx(welch.pvalue) and got['welch_df'] == pytest.approx(welch.df)
+  assert got['welch_p'] == pytest.approx(welch.pvalue)
+  assert got['welch_df'] == pytest.approx(welch.df)
   # Of the 10 ways to pick 2 of the 5 values as arm A, only {1,2} (observed, 13/3 - 3/2) and
   # {4,6} (7/3 - 5) have |mean difference| >= 17/6.
   assert got['perm_p'] == pytest.approx(0.2) and got['perm_min_p'] == pytest.approx(0.1)
@@ -251,8 +260,8 @@ def test_format_p():
 def _sweep(rng, seeds, effects, sd_seed, sd_noise, n_sent=150):
   """Per-seed per-sentence scores: shared difficulty + row effect + seed offset + noise."""
   difficulty = rng.normal(0, 1, n_sent)
-  return [difficulty + effect + rng.normal(0, sd_seed, (n, 1)) + rng.normal(0, sd_noise, (n, n_sent))
-          for n, effect in zip(seeds, effects)]
+  return [difficulty + effect + rng.normal(0, sd_seed, (n, 1))
+          + rng.normal(0, sd_noise, (n, n_sent)) for n, effect in zip(seeds, effects)]
 
 
 def _old_pooled_p(base, row, rng, samples):
@@ -296,3 +305,10 @@ def test_calibration_on_simulated_sweeps():
   assert rates[1] >= 0.15
   assert 0.90 <= rates[2] <= 0.99
   assert rates[3] > 0.5
+
+
+def test_power_far_in_the_noncentral_tail_is_not_nan():
+  # scipy's noncentral t returns NaN at noncentrality ~14 with 4 df; such a delta needs the
+  # fewest seeds, not more.
+  assert st.power_at(3, 7.63, 0.331, 0.175) == pytest.approx(1.0)
+  assert st.seeds_for_power(7.63, 0.331, 0.175) == 2

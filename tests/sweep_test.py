@@ -245,8 +245,8 @@ def test_archive_keeps_results_without_checkpoints_and_resumes_elsewhere(referen
   alone = launch(f'--sweep={sweep_file(tmp)}', f'--workdir={kept}', '--mode=report')
   assert alone.returncode == 0, alone.stderr[-3000:]
   original, archived = _report_rows(workdir), _report_rows(kept)
-  assert original['wide'].pop('p_value') != '' and archived['wide'].pop('p_value') == ''
   assert archived == original
+  assert (kept / 'report_comparisons.csv').exists()
   # Copied into a new sweep folder with one member left out, only that member runs again,
   # and its references serve the others: the whole report comes out as the original's.
   elsewhere = tmp_path / 'elsewhere'
@@ -258,7 +258,8 @@ def test_archive_keeps_results_without_checkpoints_and_resumes_elsewhere(referen
   rerun, original = _report_rows(elsewhere), _report_rows(workdir)
   for rows in (rerun, original):               # the member trained again took its own time
     rows['wide'].pop('train_minutes')
-  assert rerun == original and rerun['wide']['p_value'] != ''
+    rows['wide'].pop('provenance')                # and ran with this checkout's code
+  assert rerun == original
 
 
 def _report_rows(folder):
@@ -279,11 +280,41 @@ def test_archive_needs_its_folder_and_a_sweep(tmp_path):
   assert not (tmp_path / 'kept').exists()
 
 
-def test_paired_test_p_values():
+def test_sentence_only_paired_test_p_values():
+  from transformer_jax.sweep import statistics as sweep_statistics
   refs = [f'the cat sat on mat number {i}' for i in range(60)]
   worse = [f'a dog stood by door {i}' if i % 2 else r for i, r in enumerate(refs)]
-  assert report.paired_test(worse, worse, refs) == pytest.approx(1.0, abs=0.01)
-  assert report.paired_test(worse, refs, refs) < 0.05
+  assert sweep_statistics.sentence_paired_test(worse, worse, refs) == pytest.approx(1.0, abs=0.01)
+  assert sweep_statistics.sentence_paired_test(worse, refs, refs) < 0.05
+
+
+def test_smoke_sweep_with_a_plateau_budget_reports_and_packs_members_per_device(tmp_path):
+  """A :smoke-based sweep (partial evaluations) reports end to end, with learning curves;
+  run two members at a time packed on one (pretend) GPU, each member's results are those it
+  has when run alone."""
+  source = 'experiments/ablations/converged.py:smoke'
+  env = dict(os.environ, PYTHONUNBUFFERED='1', CUDA_VISIBLE_DEVICES='0')   # JAX_PLATFORMS=cpu
+  packed = tmp_path / 'packed'
+  done = subprocess.run([sys.executable, 'launch.py', f'--sweep={source}', f'--workdir={packed}',
+                         '--sweep_parallel=2', '--sweep_per_device=2', '--sweep_resamples=500'],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert done.stderr.count('on GPU 0') == 4
+  markdown = (packed / 'report.md').read_text()
+  assert 'Partial evaluations' in markdown and 'base → wide' in markdown
+  assert (packed / 'report_curves.png').stat().st_size > 1000
+  provenance = json.loads((packed / 'wide_seed1' / 'provenance.json').read_text())
+  assert provenance['machine']['cuda_visible_devices'] == '0' and provenance['finished'] > 0
+  alone = tmp_path / 'alone'
+  one = launch(f'--sweep={source}', f'--workdir={alone}', '--sweep_member=3')
+  assert one.returncode == 0, one.stderr[-2000:]
+  assert _member_result(alone / 'wide_seed1') == _member_result(packed / 'wide_seed1')
+
+
+def _member_result(folder):
+  stem = sorted((folder / 'eval').glob('validation_step*.json'))[0]
+  metrics = json.loads(stem.read_text())
+  return metrics, (stem.parent / (stem.stem + '.hyp.txt')).read_text()
 
 
 def test_mean_and_standard_error():

@@ -56,8 +56,8 @@ def get_sweep(arg=None):
     return Sweep(experiment='experiments/copy_task.py:smoke', baseline='base', seeds=(0, 1),
                  rows=[Row('base'), Row('wide', {'model.model_dim': 32},
                                         scale_lr_with_width=True)],
-                 common={'optim.learning_rate': 1e-3, 'eval.max_batches': 0},
-                 budget=Budget('plateau', patience=2, eval_every_steps=2, max_steps=12),
+                 common={'optim.learning_rate': 1e-3},
+                 budget=Budget('plateau', patience=2, eval_every_steps=2, max_steps=6),
                  metric='accuracy')
   if arg is not None:
     raise ValueError(f'unknown variant {arg!r} of converged: use smoke, or none')

@@ -299,12 +299,14 @@ def _underpowered_lines(comparisons, metric: str, source: str, workdir: str) -> 
            and c['results'][metric]['underpowered']]
   if not short:
     return ['Every comparison has the seeds it needs for 80% power at its observed Δ.']
-  text = ', '.join(f'{c["row"]} ({r["seeds_80"] if r["seeds_80"] else "> 1000"})'
+  text = ', '.join(f'{c["row"]} ({r["seeds_80"] if r["seeds_80"] else "not reachable"})'
                    for c, r in short)
   return [f'Underpowered at the observed Δ (seeds per arm needed for 80% power): {text}. '
           f'To add seeds, give the rows more `seeds` in the sweep file and list the new '
           f'members with `python launch.py --sweep={source} --workdir={workdir} --sweep_list` '
-          '(status pending); a Δ below about a third of the seed SD is not worth chasing.']
+          '(status pending). "Not reachable": the sentence-level noise of this test set alone '
+          'keeps the power below 80% at this Δ, however many seeds; a larger test set would be '
+          'needed.']
 
 
 def write(plan: runner.Plan, split: str = 'validation', samples: int = 10000,

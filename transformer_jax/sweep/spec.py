@@ -80,6 +80,19 @@ class Grid:
     return out
 
 
+BUDGET_KINDS = ('steps', 'plateau', 'tokens', 'flops')
+
+
+def count_params(config) -> int:
+  """The Transformer's parameter count for a config (shapes only; imports jax, which only a
+  FLOP-matched budget needs here)."""
+  from transformer_jax import summary
+  from transformer_jax.config import TransformerConfig
+  fields = {k: v for k, v in config.model.to_dict().items() if k != 'family'}
+  fields['vocab_size'] = fields.get('vocab_size') or config.data.vocab_size
+  return summary.count_params(summary.transformer_param_shapes(TransformerConfig(**fields)))
+
+
 @dataclasses.dataclass(frozen=True)
 class Budget:
   """How long each member trains.
@@ -92,12 +105,16 @@ class Budget:
                patience + 1 of them (the plateau) are kept and averaged for the final result.
     'tokens'   `tokens` target slots per member: num_steps = tokens / data.tokens_per_batch,
                so rows with other batch sizes see the same data.
+    'flops'    `flops` training FLOPs per member, counted as 6 x parameters x target slots
+               per step: num_steps = flops / (6 N tokens_per_batch), so a wider row trains
+               fewer steps (the parameters are counted from shapes, with data.vocab_size).
   """
   kind: str = 'steps'
   patience: int = 5
   eval_every_steps: int = 100
   max_steps: int = 0
   tokens: int = 0
+  flops: float = 0.0
 
   def overrides(self, config) -> Dict[str, Any]:
     """The train/eval settings this budget sets on a member whose config is `config`."""
@@ -112,7 +129,10 @@ class Budget:
               'train.num_steps': self.max_steps or config.train.num_steps}
     if self.kind == 'tokens':
       return {'train.num_steps': max(1, self.tokens // config.data.tokens_per_batch)}
-    raise UserError(f'unknown budget kind {self.kind!r}: use steps, plateau or tokens')
+    if self.kind == 'flops':
+      per_step = 6 * count_params(config) * config.data.tokens_per_batch
+      return {'train.num_steps': max(1, int(self.flops // per_step))}
+    raise UserError(f'unknown budget kind {self.kind!r}: use one of {", ".join(BUDGET_KINDS)}')
 
   def describe(self) -> str:
     if self.kind == 'plateau':
@@ -121,6 +141,8 @@ class Budget:
               f'steps); the last {self.patience + 1} checkpoints averaged')
     if self.kind == 'tokens':
       return f'{self.tokens:,} target slots per member'
+    if self.kind == 'flops':
+      return f'{self.flops:.3g} training FLOPs per member (6 x parameters x target slots)'
     return 'a fixed number of steps (train.num_steps)'
 
 
@@ -357,11 +379,12 @@ def check(sweep: Sweep, where: str, extra: Sequence[str] = ()) -> None:
     if len(pair) != 2 or not set(pair) <= set(names) or pair[0] == pair[1]:
       raise UserError(f'{where}: compare entry {pair!r} must be two different rows of '
                       f'{names}: fix Sweep(compare=...)')
-  if sweep.budget.kind not in ('steps', 'plateau', 'tokens'):
-    raise UserError(f'{where}: unknown budget kind {sweep.budget.kind!r}: use steps, plateau '
-                    'or tokens')
-  if sweep.budget.kind == 'tokens' and sweep.budget.tokens < 1:
-    raise UserError(f'{where}: a tokens budget needs Budget(tokens=N) with N >= 1')
+  if sweep.budget.kind not in BUDGET_KINDS:
+    raise UserError(f'{where}: unknown budget kind {sweep.budget.kind!r}: use one of '
+                    f'{", ".join(BUDGET_KINDS)}')
+  if sweep.budget.kind in ('tokens', 'flops') and getattr(sweep.budget, sweep.budget.kind) <= 0:
+    raise UserError(f'{where}: a {sweep.budget.kind} budget needs '
+                    f'Budget({sweep.budget.kind}=N) with N > 0')
   for member in sweep.members():
     resolved_config(sweep, member, extra)
 

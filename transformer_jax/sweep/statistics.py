@@ -12,11 +12,12 @@ bootstrap or approximate randomisation) ignores training randomness, so its p-va
 too small when seeds disagree; `seed_level_tests` (Welch, exact permutation) ignore the test
 sentences' sampling and with 2-3 seeds have few degrees of freedom or permutations.
 
-Calibration (tests/sweep_statistics_test.py): null sweeps of 10 rows, baseline 3 seeds and
-the others 2, 150 sentences, seed SD 0.1 plus sentence luck 0.08, pooled residuals. At 0.05
-the two-level test rejects 0.050-0.059 (3000 and 2000 sweeps), the old test (seeds
-concatenated, sentences resampled) 0.22-0.25; 95% intervals cover 0.94-0.95; a delta of two
-seed SDs with 5 seeds an arm is found 0.73-0.75 of the time (a t test on seeds: 0.79).
+Calibration (tests/sweep_statistics_test.py; 5 simulation seeds of 2000 null sweeps): 10
+rows, baseline 3 seeds and the others 2, 150 sentences, seed SD 0.1 plus 0.08 of sentence
+luck per seed, pooled residuals. At 0.05 the two-level test rejects 0.043-0.059, the old test
+(seeds concatenated, sentences resampled) 0.20-0.22; 95% intervals cover 0.94-0.96; a delta
+of two seed SDs with 5 seeds an arm is found 0.73-0.79 of the time (a t test on the seed
+scores: 0.73). Per-seed metrics without sentences (N = 1) reject 0.050 pooled, 0.053 own.
 """
 import itertools
 import math
@@ -34,12 +35,12 @@ _MAX_PERMUTATIONS = 20000
 
 def bleu_stats(hypotheses: Sequence[str], references: Sequence[str], kind: str,
                lang: str = 'de') -> np.ndarray:
-  """Per-sentence BLEU sufficient statistics, float64 [N, 10]: hyp_len, ref_len, correct
-  1..4-grams, total 1..4-grams, as sacrebleu extracts them for its own significance tests.
+  """Per-sentence BLEU statistics [N, 10] as sacrebleu extracts them for its own tests.
 
-  kind 'sacrebleu' is sacrebleu's default BLEU (cased, 13a, exp smoothing) on the raw strings;
-  'bleu_tok_lc' is `transformer_jax.bleu.bleu_tok_lc`: `moses_preprocess(text, lang)` on both
-  sides, then tokenize 'none' and no smoothing.
+  Columns: hyp_len, ref_len, correct 1..4-grams, total 1..4-grams (float64). kind
+  'sacrebleu' is sacrebleu's default BLEU (cased, 13a, exp smoothing) on the raw strings;
+  'bleu_tok_lc' is `transformer_jax.bleu.bleu_tok_lc`: `moses_preprocess(text, lang)` on
+  both sides, then tokenize 'none' and no smoothing.
   """
   from sacrebleu.metrics import BLEU
   if kind not in BLEU_KINDS:
@@ -59,9 +60,11 @@ def bleu_stats(hypotheses: Sequence[str], references: Sequence[str], kind: str,
 
 
 def corpus_bleu(summed: np.ndarray, smooth: str) -> np.ndarray:
-  """Corpus BLEU in [0, 100] from summed `bleu_stats` [..., 10] (leading axes kept), as
-  sacrebleu's BLEU.compute_bleu: smooth 'exp' (its default: the k-th order without a match has
-  precision 100 / (2**k * total)) or 'none' (an order without a match makes BLEU 0)."""
+  """Corpus BLEU in [0, 100] from summed `bleu_stats` [..., 10], as sacrebleu computes it.
+
+  Leading axes are kept. smooth 'exp' (sacrebleu's default: the k-th order without a match
+  has precision 100 / (2**k * total)) or 'none' (an order without a match makes BLEU 0).
+  """
   if smooth not in ('exp', 'none'):
     raise UserError(f'unknown BLEU smoothing {smooth!r}: use exp or none')
   summed = np.asarray(summed, dtype=np.float64)
@@ -153,7 +156,7 @@ def two_level_bootstrap(stats_a: np.ndarray, stats_b: np.ndarray,
   Returns:
     dict: delta, ci_low, ci_high (2.5 / 97.5 percentiles of the resampled deltas), p
     (two-sided: (1 + #{|delta_b - delta| >= |delta|}) / (samples + 1)), p_at_floor (that
-    count was 0), samples, seed_source ('own' or 'pooled'), df (df_eff), seed_shrink (the
+    count was 0), samples, seed_source ('own' or 'pooled'), interval_df (df_eff), seed_shrink (the
     arms' sqrt(1 - v / m)).
   """
   stats = [np.asarray(stats_a, dtype=np.float64), np.asarray(stats_b, dtype=np.float64)]
@@ -166,7 +169,7 @@ def two_level_bootstrap(stats_a: np.ndarray, stats_b: np.ndarray,
   source = 'own' if residual_pool is None else 'pooled'
   if shapes[0] == shapes[1] and np.array_equal(*stats):
     return {'delta': 0.0, 'ci_low': 0.0, 'ci_high': 0.0, 'p': 1.0, 'p_at_floor': False,
-            'samples': samples, 'seed_source': source, 'df': None, 'seed_shrink': [0.0, 0.0]}
+            'samples': samples, 'seed_source': source, 'interval_df': None, 'seed_shrink': [0.0, 0.0]}
   (n_a, n_sent, k), n_b = shapes[0], shapes[1][0]
   scores = [corpus_fn(x.sum(1)) for x in stats]
   delta = float(scores[1].mean() - scores[0].mean())
@@ -210,7 +213,7 @@ def two_level_bootstrap(stats_a: np.ndarray, stats_b: np.ndarray,
   low, high = np.percentile(deltas, [2.5, 97.5])
   return {'delta': delta, 'ci_low': float(low), 'ci_high': float(high),
           'p': (1 + count) / (samples + 1), 'p_at_floor': count == 0, 'samples': samples,
-          'seed_source': source, 'df': float(df_eff), 'seed_shrink': shrinks}
+          'seed_source': source, 'interval_df': float(df_eff), 'seed_shrink': shrinks}
 
 
 def pooled_residuals(groups: Sequence[Sequence[float]]) -> Tuple[np.ndarray, int, float]:
@@ -329,8 +332,13 @@ def _power(n: np.ndarray, delta: float, seed_sd: float, sentence_var: float,
   df = 2 * n - 2
   noncentrality = delta / np.sqrt(2 * seed_sd ** 2 / n + sentence_var)
   t_crit = scipy.stats.t.ppf(1 - alpha / 2, df)
-  return (scipy.stats.nct.sf(t_crit, df, noncentrality) +
-          scipy.stats.nct.cdf(-t_crit, df, noncentrality))
+  power = (scipy.stats.nct.sf(t_crit, df, noncentrality) +
+           scipy.stats.nct.cdf(-t_crit, df, noncentrality))
+  # scipy's noncentral t gives NaN far in its tail (noncentrality above ~10 at few df), where
+  # the power is 1 to many digits: the normal approximation is exact enough there.
+  normal = (scipy.stats.norm.sf(t_crit - noncentrality) +
+            scipy.stats.norm.cdf(-t_crit - noncentrality))
+  return np.where(np.isnan(power), normal, power)
 
 
 def power_at(n: int, delta: float, seed_sd: float, sentence_var: float = 0.0,
@@ -355,8 +363,11 @@ def power_at(n: int, delta: float, seed_sd: float, sentence_var: float = 0.0,
 def seeds_for_power(delta: float, seed_sd: float, sentence_var: float = 0.0, *,
                     alpha: float = 0.05, power: float = 0.8,
                     max_seeds: int = 1000) -> Optional[int]:
-  """Smallest n >= 2 seeds per arm at which `power_at` reaches `power`; None if not by
-  max_seeds (a large sentence_var caps the power however many seeds; delta 0 gives alpha)."""
+  """Smallest n >= 2 seeds per arm at which `power_at` reaches `power`, else None.
+
+  None when max_seeds do not reach it: a large sentence_var caps the power however many
+  seeds, and a delta of 0 gives alpha.
+  """
   delta = _check_power_args(delta, seed_sd, sentence_var, alpha)
   n = np.arange(2, max(int(max_seeds), 2) + 1, dtype=np.float64)
   reached = np.nonzero(_power(n, delta, seed_sd, sentence_var, alpha) >= power)[0]
@@ -364,8 +375,11 @@ def seeds_for_power(delta: float, seed_sd: float, sentence_var: float = 0.0, *,
 
 
 def format_p(p: Optional[float], samples: Optional[int] = None) -> str:
-  """A p-value for a table: '' for None, '< 1/10001' at a resampling test's floor (samples
-  resamples, none as extreme), else 3 decimals ('0.012'), or '4.0e-04' below 0.001."""
+  """A p-value for a table: '' for None, '< 1/10001' at a resampling test's floor.
+
+  The floor is 1 / (samples + 1) (no resample as extreme); other values get 3 decimals
+  ('0.012', '0.340'), or scientific notation below 0.001 ('4.0e-04').
+  """
   if p is None:
     return ''
   if samples is not None and p <= 1.0 / (samples + 1) * (1 + 1e-9):

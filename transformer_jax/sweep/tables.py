@@ -87,7 +87,7 @@ def comparisons_markdown(sweep: spec.Sweep, comparisons, metric: str, samples: i
 def _seeds_needed(result) -> str:
   needed = result['seeds_80']
   if needed is None:
-    return '> 1000 (Δ too small)'
+    return 'not reachable (the test set\'s own noise hides this Δ)'
   return f'{needed}' + (' (underpowered)' if result['underpowered'] else '')
 
 
