@@ -1,6 +1,7 @@
 """Sweeps end to end on the copy-task smoke experiment: checks before running, the report's
 numbers against an independent computation, member selection, resume after a kill and
 parallel members (both bit-identical to one uninterrupted sequential sweep)."""
+import csv
 import json
 import math
 import os
@@ -126,7 +127,6 @@ def test_sweep_runs_every_member_and_reports_mean_and_standard_error(reference):
   assert recorded['overrides']['model.mlp_dim'] == 48 and recorded['seed'] == 1
   rows = {}
   with open(workdir / 'report.csv') as f:
-    import csv
     for line in csv.DictReader(f):
       rows[line['row']] = line
   assert sorted(rows) == ['base', 'wide']
@@ -137,7 +137,11 @@ def test_sweep_runs_every_member_and_reports_mean_and_standard_error(reference):
     assert float(rows[row]['accuracy_se']) == pytest.approx(
         statistics.stdev(values) / math.sqrt(2), rel=1e-9, abs=1e-12)
   delta = float(rows['wide']['accuracy']) - float(rows['base']['accuracy'])
-  assert float(rows['wide']['accuracy_delta']) == pytest.approx(delta, abs=1e-12)
+  with open(workdir / 'report_comparisons.csv') as f:
+    tests = {(t['ref'], t['row'], t['metric']): t for t in csv.DictReader(f)}
+  assert float(tests[('base', 'wide', 'accuracy')]['delta']) == pytest.approx(delta, abs=1e-12)
+  assert json.loads(rows['wide']['accuracy_seeds']) == pytest.approx(
+      [members[f'wide_seed{s}'][0]['accuracy'] for s in (0, 1)])
   assert (workdir / 'report.md').read_text().count('\n| ') >= 2
   assert (workdir / 'report.png').stat().st_size > 1000
   assert (workdir / 'report_width.png').stat().st_size > 1000

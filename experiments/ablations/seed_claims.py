@@ -58,8 +58,11 @@ def get_sweep(arg=None):
   head_curves = Curves('heads', 'heads (h x d_k = 128)',
                        series={'scaled': [(1, 'heads1_dk128'), (4, 'base'), (8, 'heads8_dk16')]},
                        panels=[('bleu_tok_lc',), ('perplexity',), ('attention_entropy',)])
+  # Each unscaled row also against the scaled row of its own d_k (d_k 32 scaled is the base).
+  compare = [(f'scaled_dk{d}', f'unscaled_dk{d}') for d in _DIMS if d != 32]
   return Sweep(experiment=budgets.BASE, baseline='base', seeds=(0, 1),
-               curves=(scaling_curves, head_curves),
+               curves=(scaling_curves, head_curves), compare=compare,
+               note=budgets.note(arg),
                common={**budgets.common(arg), 'eval.attention_stats': True},
                extra_metrics=('attention_entropy', 'attention_saturated',
                               'init_attention_entropy', 'init_attention_saturated',

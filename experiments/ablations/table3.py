@@ -68,5 +68,5 @@ def get_sweep(arg=None):
                    paper=dict(bleu=25.7, ppl=4.92))]
   baseline = Row('base', seeds=(0, 1, 2), note='Tiny, pre-LN', paper=dict(bleu=25.8, ppl=4.92))
   return Sweep(experiment=budgets.BASE, baseline='base', seeds=(0, 1),
-               common=budgets.common(arg),
+               common=budgets.common(arg), note=budgets.note(arg),
                rows=[baseline, *heads, *key_sizes, *sizes, *regularisation, *positions])

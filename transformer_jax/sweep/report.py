@@ -151,11 +151,19 @@ def _references_from_data(plan: runner.Plan, records, split: str) -> None:
   from transformer_jax.data import multi30k
   _, references = multi30k.load_text_split(data['raw_dir'], split, data['source_lang'],
                                            data['target_lang'])
-  recorded = (provenance.read(os.path.join(plan.workdir, runner.SHARED, REFERENCES)) or {}).get(split)
+  path = os.path.join(plan.workdir, runner.SHARED, REFERENCES)
+  known = provenance.read(path) or {}
+  recorded = known.get(split)
   if recorded and recorded['sha256'] != references_digest(references):
     raise UserError(f'the {split} references in {data["raw_dir"]} differ from those the archive '
                     f'{plan.workdir} was evaluated on (checksum): point data.raw_dir at the '
                     'original data')
+  if not recorded:      # an archive from before checksums: record what was used from now on
+    known[split] = {'sha256': references_digest(references), 'lines': len(references),
+                    'data': {k: data.get(k) for k in ('dataset', 'raw_dir', 'source_lang',
+                                                      'target_lang')}}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    provenance.write(path, known)
   for record in missing:
     if len(record['hypotheses']) == len(references):
       record['references'] = references

@@ -155,7 +155,8 @@ def two_level_bootstrap(stats_a: np.ndarray, stats_b: np.ndarray,
 
   Returns:
     dict: delta, ci_low, ci_high (2.5 / 97.5 percentiles of the resampled deltas), p
-    (two-sided: (1 + #{|delta_b - delta| >= |delta|}) / (samples + 1)), p_at_floor (that
+    (two-sided, by inverting the percentile interval: (1 + 2 #{resampled deltas on the
+    smaller side of 0}) / (samples + 1), so p < 0.05 exactly when the 95% CI excludes 0), p_at_floor (that
     count was 0), samples, seed_source ('own' or 'pooled'), interval_df (df_eff), seed_shrink (the
     arms' sqrt(1 - v / m)).
   """
@@ -209,10 +210,13 @@ def two_level_bootstrap(stats_a: np.ndarray, stats_b: np.ndarray,
   df_eff = df * max(1.0, ((sentence_var + seed_var) / unshrunk) ** 2) if unshrunk else math.inf
   factor = scipy.stats.t.ppf(0.975, df_eff) / scipy.stats.norm.ppf(0.975)
   deltas = delta + factor * (arms[1] - arms[0] - delta)
-  count = int(np.sum(np.abs(deltas - delta) >= abs(delta)))
+  # p by inverting the percentile interval: twice the smaller share of resampled deltas on
+  # either side of 0, so the 95% interval excludes 0 exactly when p < 0.05.
+  count = int(min(np.sum(deltas <= 0), np.sum(deltas >= 0)))
   low, high = np.percentile(deltas, [2.5, 97.5])
   return {'delta': delta, 'ci_low': float(low), 'ci_high': float(high),
-          'p': (1 + count) / (samples + 1), 'p_at_floor': count == 0, 'samples': samples,
+          'p': min(1.0, (1 + 2 * count) / (samples + 1)), 'p_at_floor': count == 0,
+          'samples': samples,
           'seed_source': source, 'interval_df': float(df_eff), 'seed_shrink': shrinks}
 
 

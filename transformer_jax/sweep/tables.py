@@ -29,7 +29,7 @@ def _spread(line, metric: str) -> str:
 
 def rows_markdown(sweep: spec.Sweep, rows, metrics: Sequence[str]) -> List[str]:
   main = metrics[0]
-  columns = ['row', 'change', 'seeds', 'params (M)', 'steps', 'tokens (M)', 'PFLOP',
+  columns = ['row', 'change', 'seeds', 'params (M)', 'steps', 'tokens (M)', 'TFLOP',
              'train min', f'{main} (mean ± s.e.)', f'{main} per seed', 'still improving'] + \
             [f'{m} (mean ± s.e.)' for m in metrics[1:]]
   lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
@@ -37,7 +37,7 @@ def rows_markdown(sweep: spec.Sweep, rows, metrics: Sequence[str]) -> List[str]:
     cells = [line['row'], line['note'] or describe(line['overrides']), str(line['seeds']),
              fmt(line['params'] / 1e6 if line['params'] else None), fmt(line['steps'], 0),
              fmt(line['tokens'] / 1e6 if line['tokens'] else None),
-             fmt(line['flops'] / 1e15 if line['flops'] else None, 1),
+             fmt(line['flops'] / 1e12 if line['flops'] else None, 1),
              fmt(line['train_minutes'], 1), _spread(line, main),
              ' / '.join(fmt(v) for v in line[main + '_seeds']),
              {True: f'yes ({line["improving_curve"]})', False: 'no'}.get(line['still_improving'], '')]
