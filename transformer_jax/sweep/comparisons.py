@@ -17,17 +17,22 @@ Corpus BLEU metrics resample sentences through their sufficient statistics; othe
 
 Seed offsets come from the arms' own seeds when both have at least OWN_SEEDS_MIN, otherwise
 from the sweep's pooled residuals (all rows with 2 or more seeds): 2-3 seeds cannot estimate
-a variance on their own (tests/sweep_statistics_test.py: calibration).
+a variance on their own (tests/sweep_statistics_test.py: calibration). The pool assumes the
+rows share one seed variance; an arm whose own seeds spread more than that allows (one-sided
+chi-square test, `_above_pool`) makes its comparisons use the arms' own seeds instead, with
+their few degrees of freedom (`seed_sd_above_pool` in the results, ‡ in the report).
 """
 import math
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+import scipy.stats
 
 from transformer_jax.sweep import statistics
 
 OWN_SEEDS_MIN = 5
 ALPHA = 0.05
+HETEROGENEITY_ALPHA = 0.05
 
 
 def metric_stats(records: Sequence[Dict[str, Any]], metric: str,
@@ -74,27 +79,50 @@ def compare(ref: List[Dict], row: List[Dict], metric: str, *, lang: str, pool, s
   stats_a, stats_b = metric_stats(ref, metric, lang), metric_stats(row, metric, lang)
   if stats_a is None or stats_b is None or stats_a.shape[1:] != stats_b.shape[1:]:
     return None
-  residuals, df, pooled_sd = pool
-  own = min(len(ref), len(row)) >= OWN_SEEDS_MIN
-  if not own and residuals is None:
+  out = compare_stats(stats_a, stats_b, _corpus_fn(metric, stats_a), pool, samples)
+  if out is None:
     return None
-  corpus_fn = _corpus_fn(metric, stats_a)
-  boot = statistics.two_level_bootstrap(
-      stats_a, stats_b, corpus_fn, residual_pool=None if own else residuals,
-      pool_df=None if own else df, samples=samples)
-  scores_a = [float(corpus_fn(s.sum(0))) for s in stats_a]
-  scores_b = [float(corpus_fn(s.sum(0))) for s in stats_b]
-  seed_tests = statistics.seed_level_tests(scores_a, scores_b)
-  out = {'metric': metric, **boot, **seed_tests, 'n_ref': len(ref), 'n_row': len(row),
-         'pooled_sd': pooled_sd, 'sentence_p': None}
-  sentence_var = _sentence_variance(stats_a, stats_b, corpus_fn)
-  out['sentence_var'] = sentence_var
-  out['seeds_80'] = (statistics.seeds_for_power(boot['delta'], pooled_sd, sentence_var)
-                     if pooled_sd else None)
-  out['underpowered'] = out['seeds_80'] is None or out['seeds_80'] > min(len(ref), len(row))
+  out['metric'] = metric
   if main and stats_a.shape[-1] == 10:
     out['sentence_p'] = _sentence_only(ref, row)
   return out
+
+
+def compare_stats(stats_a: np.ndarray, stats_b: np.ndarray, corpus_fn, pool,
+                  samples: int) -> Optional[Dict[str, Any]]:
+  """The tests of `compare` on [seeds, N, K] statistics of the two arms (the reference
+  first); `pool` is `pooled`'s (residuals, df, SD). None when neither the arms nor the pool
+  can give a seed variance."""
+  residuals, df, pooled_sd = pool
+  n_ref, n_row = len(stats_a), len(stats_b)
+  scores_a = [float(corpus_fn(s.sum(0))) for s in stats_a]
+  scores_b = [float(corpus_fn(s.sum(0))) for s in stats_b]
+  noisier = [_above_pool(scores, pooled_sd) for scores in (scores_a, scores_b)]
+  own = min(n_ref, n_row) >= OWN_SEEDS_MIN or (any(noisier) and min(n_ref, n_row) >= 2)
+  if not own and residuals is None:
+    return None
+  boot = statistics.two_level_bootstrap(
+      stats_a, stats_b, corpus_fn, residual_pool=None if own else residuals,
+      pool_df=None if own else df, samples=samples)
+  out = {**boot, **statistics.seed_level_tests(scores_a, scores_b), 'n_ref': n_ref,
+         'n_row': n_row, 'pooled_sd': pooled_sd, 'sentence_p': None,
+         'seed_sd_above_pool': any(noisier)}
+  out['sentence_var'] = _sentence_variance(stats_a, stats_b, corpus_fn)
+  out['seeds_80'] = (statistics.seeds_for_power(boot['delta'], pooled_sd, out['sentence_var'])
+                     if pooled_sd else None)
+  out['underpowered'] = out['seeds_80'] is None or out['seeds_80'] > min(n_ref, n_row)
+  return out
+
+
+def _above_pool(scores: Sequence[float], pooled_sd: Optional[float]) -> bool:
+  """Whether an arm's own seeds vary more than the sweep's pooled SD allows (one-sided
+  chi-square test of its variance at HETEROGENEITY_ALPHA): its comparisons then use the arms'
+  own seeds, wider and with few degrees of freedom, instead of the pool."""
+  if pooled_sd is None or pooled_sd <= 0 or len(scores) < 2:
+    return False
+  values = np.asarray(scores, float)
+  statistic = np.sum((values - values.mean()) ** 2) / pooled_sd ** 2
+  return bool(scipy.stats.chi2.sf(statistic, len(values) - 1) < HETEROGENEITY_ALPHA)
 
 
 def _sentence_variance(stats_a, stats_b, corpus_fn, samples: int = 400) -> float:

@@ -179,7 +179,7 @@ def two_level_bootstrap(stats_a: np.ndarray, stats_b: np.ndarray,
       raise UserError(f'arms with {n_a} and {n_b} seeds: an arm with one seed says nothing of '
                       'the seed variance; pass residual_pool/pool_df from pooled_residuals')
     pools = [(x - x.mean()) * math.sqrt(len(x) / (len(x) - 1)) for x in scores]
-    df = (n_a - 1) + (n_b - 1)
+    df = _welch_df(scores[0], scores[1])
   else:
     pool = np.asarray(residual_pool, dtype=np.float64).ravel()
     if not len(pool) or pool_df is None or pool_df < 1 or not np.isfinite(pool).all():
@@ -218,6 +218,15 @@ def two_level_bootstrap(stats_a: np.ndarray, stats_b: np.ndarray,
           'p': min(1.0, (1 + 2 * count) / (samples + 1)), 'p_at_floor': count == 0,
           'samples': samples,
           'seed_source': source, 'interval_df': float(df_eff), 'seed_shrink': shrinks}
+
+
+def _welch_df(a: np.ndarray, b: np.ndarray) -> float:
+  """Welch-Satterthwaite degrees of freedom of a difference of two means: with unequal seed
+  variances the noisier arm's few seeds set them ((n_a - 1) + (n_b - 1) when they are equal)."""
+  va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+  if va + vb == 0:
+    return float((len(a) - 1) + (len(b) - 1))
+  return float((va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)))
 
 
 def pooled_residuals(groups: Sequence[Sequence[float]]) -> Tuple[np.ndarray, int, float]:

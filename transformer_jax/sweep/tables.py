@@ -70,7 +70,8 @@ def comparisons_markdown(sweep: spec.Sweep, comparisons, metric: str, samples: i
       continue
     mark = ' *' if result['significant'] else ''
     perm = '' if result['perm_p'] is None else f'{result["perm_p"]:.3f} ({result["perm_min_p"]:.2f})'
-    cells = [f'{comparison["ref"]} → {comparison["row"]}{comparison["mixed_mark"]}',
+    noisy = ' ‡' if result.get('seed_sd_above_pool') else ''
+    cells = [f'{comparison["ref"]} → {comparison["row"]}{comparison["mixed_mark"]}{noisy}',
              f'{result["delta"]:+.2f}', f'[{result["ci_low"]:+.2f}, {result["ci_high"]:+.2f}]',
              statistics.format_p(result['p'] if not result['p_at_floor'] else 0.0, samples),
              statistics.format_p(result['p_holm']) + mark,
@@ -110,6 +111,7 @@ def write_rows_csv(rows, metrics: Sequence[str], path: str) -> None:
 
 COMPARISON_KEYS = ('delta', 'ci_low', 'ci_high', 'p', 'p_at_floor', 'p_holm', 'significant',
                    'welch_p', 'welch_df', 'perm_p', 'perm_min_p', 'sentence_p', 'seed_source',
+                   'seed_sd_above_pool',
                    'pooled_sd', 'sentence_var', 'seeds_80', 'underpowered', 'n_ref', 'n_row',
                    'samples')
 
