@@ -231,3 +231,52 @@ def test_members_packed_per_device_get_their_share():
   assert runner.device_slots(3, 4, []) == [{}, {}, {}]
   with pytest.raises(UserError, match='hold 2 members'):
     runner.device_slots(3, 2, ['0'])
+
+
+def test_mixed_code_from_the_command_line_exits_2_and_is_marked_with_allow_mixed(fabricated):
+  import subprocess
+  import sys
+  plan, _ = fabricated
+  path = os.path.join(plan.workdir, 'base_seed2', runner.PROVENANCE)
+  record = json.load(open(path))
+  record['libraries']['jax'] = '0.11.2'
+  json.dump(record, open(path, 'w'))
+  sweep_file = os.path.join(plan.workdir, 'sweep.py')
+  with open(sweep_file, 'w') as f:
+    f.write('from transformer_jax.sweep import Row, Sweep\n'
+            'def get_sweep(arg=None):\n'
+            "  return Sweep('experiments/copy_task.py:smoke', [Row('base', seeds=(0, 1, 2)), "
+            "Row('good')], 'base', seeds=(0, 1))\n")
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  command = [sys.executable, 'launch.py', f'--sweep={sweep_file}', f'--workdir={plan.workdir}',
+             '--mode=report', '--sweep_resamples=200']
+  refused = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=300)
+  assert refused.returncode == 2
+  assert refused.stderr.strip().splitlines()[-1].startswith("error: row 'base' pool members")
+  assert 'jax 0.10.2 vs 0.11.2' in refused.stderr and 'Traceback' not in refused.stderr
+  assert not os.path.exists(os.path.join(plan.workdir, 'report.md'))
+  allowed = subprocess.run(command + ['--sweep_allow_mixed'], cwd=repo, capture_output=True,
+                           text=True, timeout=300)
+  assert allowed.returncode == 0, allowed.stderr[-2000:]
+  assert 'base → good†' in open(os.path.join(plan.workdir, 'report.md')).read()
+
+
+def test_report_over_several_sweep_folders_pools_the_shared_baseline(fabricated, tmp_path_factory):
+  plan, values = fabricated
+  other = tmp_path_factory.mktemp('other')
+  rng = random.Random(5)
+  refs = [line.rstrip('\n') for line in open(os.path.join(
+      plan.workdir, 'base_seed0', 'eval', 'validation_step30_avg1_beam4.ref.txt'))]
+  extra = {}
+  for row, seed, keep in (('base', 3, 0.5), ('good', 0, 0.6), ('good', 1, 0.6)):
+    extra[(row, seed)] = _member(other, f'{row}_seed{seed}', row, seed,
+                                 _noisy(rng, refs, keep), refs)['bleu_tok_lc']
+  records = report.collect(plan, also=[str(other)])
+  rows, comparisons, _ = report.summarize(plan.sweep, records, samples=200)
+  by_row = {line['row']: line for line in rows}
+  assert by_row['base']['seeds'] == 4                        # 3 here + 1 there
+  clash = f'{os.path.basename(str(other))}:good'
+  assert by_row[clash]['seeds'] == 2 and by_row['good']['seeds'] == 2
+  assert ('base', clash) in {(c['ref'], c['row']) for c in comparisons}
+  base_mean = (sum(values[('base', s)] for s in (0, 1, 2)) + extra[('base', 3)]) / 4
+  assert by_row['base']['bleu_tok_lc'] == pytest.approx(base_mean)
