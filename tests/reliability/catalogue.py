@@ -4,7 +4,8 @@ jax is imported, in well under a second.
 
 Sections: flags and experiment files; out-of-range settings; settings that cannot work
 together; workdirs; runs that exist (resume, eval, translate, sample); data files; damaged
-checkpoints; several processes.
+checkpoints; several processes. More cases live beside this file, one module per topic
+(cases_*.py, each with its own CASES), and are added at the end.
 """
 import fcntl
 import gzip
@@ -340,3 +341,10 @@ CASES = [
     Case('multihost_timeout_zero', [SMOKE, '--multihost', '--multihost_timeout=0'],
          '--multihost_timeout=0'),
 ]
+
+# Topics kept in their own modules (each defines CASES).
+from tests.reliability import cases_cli  # pylint: disable=wrong-import-position
+from tests.reliability import cases_export  # pylint: disable=wrong-import-position
+from tests.reliability import cases_integrity  # pylint: disable=wrong-import-position
+
+CASES += cases_cli.CASES + cases_export.CASES + cases_integrity.CASES
