@@ -4,7 +4,8 @@ Each checkpoint step is one orbax step directory `<workdir>/checkpoints/<step>/`
 written together (orbax renames a tmp dir once all are on disk, so a save is atomic):
   state  the host TrainState (params, opt_state, step, rng), via StandardSave;
   data   the data iterator's state, a JSON dict, so a resumed run sees the same batches;
-  meta   a JSON dict {'meta': the caller's dict or None, 'state_checksums': {path: crc32}}.
+  meta   a JSON dict {'meta': the caller's dict or None, 'state_checksums': {path: crc32}, and
+         the step, a digest of `data` and a seal over the item (checkpoint_integrity.py)}.
 
 Nothing that was saved is lost or trusted blindly:
 - Saves never overwrite a step, and `max_to_keep` below 1 (which would rotate every step away) is
@@ -47,6 +48,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from transformer_jax import checkpoint_errors
+from transformer_jax import checkpoint_integrity
 from transformer_jax import checkpoint_trees
 from transformer_jax import checksums
 from transformer_jax.errors import UserError
@@ -203,7 +205,8 @@ class Checkpointer:
       logging.warning('not saving checkpoint step %d: %s already has step %d, left untouched',
                       step, self.directory, latest)
       return False
-    stored_meta = {_USER_META: meta, _CHECKSUMS: checksums.tree_checksums(state)}
+    stored_meta = checkpoint_integrity.sealed(
+        {_USER_META: meta, _CHECKSUMS: checksums.tree_checksums(state)}, step, data_state)
     args = ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state),
                                  _DATA: ocp.args.JsonSave(data_state),
                                  _META: ocp.args.JsonSave(stored_meta)})
@@ -337,6 +340,8 @@ class Checkpointer:
       restored = self._manager.restore(step, args=args)
     meta, sums = _split_meta(restored[_META])
     checkpoint_errors.verify(restored[_STATE], sums)
+    checkpoint_integrity.verify(step, restored[_META], restored[_DATA],
+                                getattr(restored[_STATE], 'step', None))
     return restored[_STATE], restored[_DATA], meta
 
   def restore(self, template: PyTree, step: Optional[int] = None
@@ -490,6 +495,7 @@ class Checkpointer:
           **{_STATE: args, _META: ocp.args.JsonRestore()}))
     params = restored[_STATE]['params']
     checkpoint_errors.verify(params, _split_meta(restored[_META])[1], prefix='params/')
+    checkpoint_integrity.verify(step, restored[_META])
     return params
 
   def _reader(self) -> ocp.CheckpointManager:

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from transformer_jax import checkpoint_integrity
 from transformer_jax import data
 from transformer_jax import families
 from transformer_jax import optim
@@ -97,6 +98,7 @@ def build(config, workdir: str) -> Components:
   tokenizer = data.get_tokenizer(config.data, workdir)
   family = family_of(config)
   model_config = make_model_config(config.model, tokenizer.vocab_size)
+  checkpoint_integrity.check_model_config(workdir, model_config)   # the model it was trained as
   model = family.model_class()(model_config)
   tx, learning_rate_fn = optim.make_optimizer(config.optim, schedule_dim(config),
                                               config.train.num_steps)

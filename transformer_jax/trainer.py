@@ -20,6 +20,7 @@ import numpy as np
 from absl import logging
 
 from transformer_jax import checkpoint
+from transformer_jax import checkpoint_integrity
 from transformer_jax import components
 from transformer_jax import data
 from transformer_jax import early_stop
@@ -263,7 +264,9 @@ def _train(config, workdir: str, run) -> Dict[str, float]:
             step, parts.runner.get_state(state.params), last_saved)
         # Only an evaluation of this very state ranks it for train.keep_best (checkpoint.py).
         ckpt.save(step, parts.runner.get_state(state), data_state,
-                  meta={'vocab_size': parts.model_config.vocab_size},
+                  meta={'vocab_size': parts.model_config.vocab_size,
+                        checkpoint_integrity.MODEL_CONFIG:
+                            checkpoint_integrity.model_config_dict(parts.model_config)},
                   metrics=eval_metrics if evaluated_at == step else None)
         last_saved = step
   if stopped_at is not None and jax.process_index() == 0:   # its checkpoint is on disk now
