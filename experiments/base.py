@@ -98,6 +98,8 @@ def get_base_config() -> ml_collections.ConfigDict:
       keep_best='',                       # also keep the best step by this eval metric, e.g.
                                           # 'bleu_tok_lc' or 'loss'; '' = off (checkpoint.py)
       init_embeddings='',                 # word2vec vectors.txt for the embedding rows; '' = off
+      skip_memory_check=False,            # train even if the memory estimate exceeds what a
+                                          # device has (memory_check.py)
       profile_steps='',                   # jax.profiler trace into <workdir>/tensorboard: 'N'
                                           # steps after the first, or 'START:STOP'; '' = off
   ))

@@ -280,3 +280,63 @@ def test_report_over_several_sweep_folders_pools_the_shared_baseline(fabricated,
   assert ('base', clash) in {(c['ref'], c['row']) for c in comparisons}
   base_mean = (sum(values[('base', s)] for s in (0, 1, 2)) + extra[('base', 3)]) / 4
   assert by_row['base']['bleu_tok_lc'] == pytest.approx(base_mean)
+
+
+def test_a_damaged_eval_json_leaves_the_member_out_and_the_report_goes_on(fabricated):
+  plan, _ = fabricated
+  path = os.path.join(plan.workdir, 'good_seed1', 'eval', 'validation_step30_avg1_beam4.json')
+  with open(path, 'r+') as f:
+    f.truncate(10)
+  report.write(plan, samples=200)
+  markdown = open(os.path.join(plan.workdir, 'report.md')).read()
+  assert 'Left out, damaged**: good_seed1' in markdown
+  with open(os.path.join(plan.workdir, 'report.csv')) as f:
+    assert {line['row']: int(line['seeds']) for line in csv.DictReader(f)} == {'base': 3, 'good': 1}
+
+
+def test_sweep_files_that_do_not_return_a_sweep_and_archives_to_a_file(tmp_path):
+  bad = tmp_path / 'bad.py'
+  bad.write_text('def get_sweep(arg=None):\n  return {"rows": []}\n')
+  with pytest.raises(UserError, match='returned dict, not a Sweep'):
+    spec.load(str(bad))
+  exits = tmp_path / 'exits.py'
+  exits.write_text('import sys\nsys.exit(0)\n')
+  with pytest.raises(UserError, match='SystemExit'):
+    spec.load(str(exits))
+  from transformer_jax.sweep import archive
+  sweep = Sweep('experiments/copy_task.py:smoke', [Row('base')], 'base')
+  plan = runner.Plan(sweep, 'test', str(tmp_path / 'run'), ('python', 'launch.py'))
+  (tmp_path / 'afile').write_text('x')
+  with pytest.raises(UserError, match='is a file, not a folder'):
+    archive.write(plan, str(tmp_path / 'afile'))
+
+
+def test_failed_txt_holds_the_error_of_the_last_attempt(tmp_path):
+  log = tmp_path / 'sweep.log'
+  log.write_text('$ python launch.py a\nerror: the first attempt\n'
+                 '$ python launch.py a\nTraceback (most recent call last):\n'
+                 '  File "x", line 1\nValueError: the second attempt\n')
+  assert runner._last_error(str(log), 1) == 'ValueError: the second attempt'
+  log.write_text('$ python launch.py a\nI1207 something\nerror: it failed\nI1207 after\n')
+  assert runner._last_error(str(log), 2) == 'error: it failed'
+
+
+def test_a_sweep_whose_members_fail_exits_non_zero_naming_them(tmp_path):
+  import subprocess
+  import sys
+  sweep_file = tmp_path / 'failing.py'
+  sweep_file.write_text(
+      'from transformer_jax.sweep import Row, Sweep\n'
+      'def get_sweep(arg=None):\n'
+      "  return Sweep('experiments/copy_task.py:smoke', [Row('base')], 'base', seeds=(0,),\n"
+      "               common={'train.init_embeddings': '/nonexistent/vectors.txt'})\n")
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for extra in ([], ['--sweep_member=0']):
+    workdir = tmp_path / f'run{len(extra)}'
+    done = subprocess.run([sys.executable, 'launch.py', f'--sweep={sweep_file}',
+                           f'--workdir={workdir}', *extra], cwd=repo, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith('error:') and 'base_seed0' in last and 'failed' in last
+    assert 'init_embeddings' in (workdir / 'base_seed0' / 'failed.txt').read_text()

@@ -139,6 +139,9 @@ class Checkpointer:
                       '--experiment.train.keep_checkpoints to 1 or more')
     self.directory = os.path.join(workdir, CHECKPOINT_SUBDIR)
     self.read_only = read_only
+    if os.path.lexists(self.directory) and not os.path.isdir(self.directory):
+      raise UserError(f'{self.directory} is not a folder: move it aside (a run keeps its '
+                      'checkpoints there), or give a new --workdir')
     if read_only and not os.path.isdir(self.directory):
       raise UserError(f'no checkpoint directory at {self.directory}: check --workdir')
     if best_mode not in ('max', 'min'):

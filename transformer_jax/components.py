@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from transformer_jax import checkpoint_integrity
 from transformer_jax import data
 from transformer_jax import families
+from transformer_jax import memory_check
 from transformer_jax import optim
 from transformer_jax import parallel
 from transformer_jax import steps
@@ -81,6 +82,7 @@ def preflight(config, workdir: str) -> None:
                     f'positional={model_config.positional!r}): raise --experiment.model.max_len '
                     'or lower --experiment.data.max_len')
   optim.make_optimizer(config.optim, schedule_dim(config), config.train.num_steps)
+  memory_check.check_model(config, model_config, family)
   if config.train.parallelism not in parallel.RUNNERS:
     raise UserError(f'unknown train.parallelism {config.train.parallelism!r}: '
                     f'choose one of {sorted(parallel.RUNNERS)}')

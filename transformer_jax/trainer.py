@@ -76,6 +76,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   """
   workdir_lib.check_config(workdir, config)      # read-only: nothing written before the checks
   components.preflight(config, workdir)
+  _check_checkpoints_folder(workdir)
   stopped = early_stop.read_marker(workdir)
   if stopped is not None:
     logging.info('%s stopped on a validation plateau at step %d (best loss %.4f at step %s): '
@@ -94,6 +95,26 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
     with workdir_lib.removed_on_setup_failure(workdir, before):
       run = _set_up(config, workdir)
     return _train(config, workdir, run)
+
+
+def _check_checkpoints_folder(workdir: str) -> None:
+  """Refuses a checkpoints path that is not a folder, or a folder new steps cannot be written
+  to, before anything is written (a resume would otherwise train from step 0 over the run, or
+  fail at its first save)."""
+  folder = os.path.join(workdir, checkpoint.CHECKPOINT_SUBDIR)
+  if os.path.lexists(folder) and not os.path.isdir(folder):
+    raise UserError(f'{folder} is not a folder: move it aside (a run keeps its checkpoints '
+                    'there), or give a new --workdir')
+  if not os.path.isdir(folder):
+    return
+  probe = os.path.join(folder, f'.write-test-{os.getpid()}')
+  try:
+    with open(probe, 'w'):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f'{folder} cannot be written ({e.strerror}): make it writable (chattr -i, '
+                    'permissions, a read-only mount) to resume, or give a new --workdir') from None
 
 
 def _check_not_past(config, workdir: str, step: int) -> None:

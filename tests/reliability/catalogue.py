@@ -343,8 +343,10 @@ CASES = [
 ]
 
 # Topics kept in their own modules (each defines CASES).
+from tests.reliability import cases_checkpoints  # pylint: disable=wrong-import-position
 from tests.reliability import cases_cli  # pylint: disable=wrong-import-position
 from tests.reliability import cases_export  # pylint: disable=wrong-import-position
 from tests.reliability import cases_integrity  # pylint: disable=wrong-import-position
 
-CASES += cases_cli.CASES + cases_export.CASES + cases_integrity.CASES
+CASES += (cases_checkpoints.CASES + cases_cli.CASES + cases_export.CASES +
+          cases_integrity.CASES)

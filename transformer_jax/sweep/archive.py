@@ -69,6 +69,9 @@ def _record_references(plan: runner.Plan, done, destination: str) -> None:
 def write(plan: runner.Plan, destination: str) -> List[str]:
   """Copies every done member's results into `destination`; returns the members copied."""
   destination = os.path.abspath(destination)
+  if os.path.lexists(destination) and not os.path.isdir(destination):
+    raise UserError(f'--sweep_archive={destination} is a file, not a folder: give a folder '
+                    '(new, or an earlier archive of this sweep)')
   if destination == plan.workdir:
     raise UserError(f'--sweep_archive={destination} is the sweep\'s own workdir: give another '
                     'folder')

@@ -68,22 +68,31 @@ def main(source: str, workdir: Optional[str], mode: str, *, parallel: int,
     moved = runner.move_aside(plan, names)
     _log(f'moved {len(moved)} member folder(s) aside to run again: {", ".join(moved)}')
   if member is not None:
-    runner.run_one(plan, member, log=_log)
+    if runner.run_one(plan, member, log=_log) == 'failed':
+      name = plan.sweep.members()[member].name
+      raise UserError(f'member {member} ({name}) failed: '
+                      f'{runner.failure(plan, name).removeprefix("error: ")} (see '
+                      f'{os.path.join(plan.member_dir(plan.sweep.members()[member]), "sweep.log")})')
     return
   if mode == 'archive':
     names = archive.write(plan, archive_to)
     _log(f'archived {len(names)} done member(s) of {source} in {os.path.abspath(archive_to)}')
     return
   split = _split_of(extra)
+  failed = []
   if mode == 'train':
     results = runner.run_all(plan, parallel, pin_cores=pin_cores, log=_log,
                              per_device=per_device)
-    if not any(s == 'done' for s in results.values()):
-      return
-  if split != 'validation':
-    _evaluate_split(plan, split)
-  rows = report.write(plan, split, resamples, also)
-  _log(f'wrote {os.path.join(plan.workdir, "report.md")} ({len(rows)} rows)')
+    failed = sorted(n for n, s in results.items() if s == 'failed')
+  if mode == 'report' or any(s == 'done' for s in runner.statuses(plan).values()):
+    if split != 'validation':
+      _evaluate_split(plan, split)
+    rows = report.write(plan, split, resamples, also)
+    _log(f'wrote {os.path.join(plan.workdir, "report.md")} ({len(rows)} rows)')
+  if failed:
+    raise UserError(f'{len(failed)} member(s) failed: {", ".join(failed[:5])}'
+                    f'{" ..." if len(failed) > 5 else ""} (each one\'s error is in its '
+                    'failed.txt): fix the cause and run the same command to retry them')
 
 
 def _log(message: str) -> None:

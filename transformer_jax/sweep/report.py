@@ -23,6 +23,8 @@ import math
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
+from absl import logging
+
 from transformer_jax.errors import UserError
 from transformer_jax.sweep import comparisons as comparisons_lib
 from transformer_jax.sweep import curves
@@ -62,7 +64,8 @@ def _read_lines(path: str) -> Optional[List[str]]:
     return [line.rstrip('\n') for line in f]
 
 
-def _member_records(workdir: str, members, split: str, source: str) -> List[Dict[str, Any]]:
+def _member_records(workdir: str, members, split: str, source: str,
+                    damaged: List[str]) -> List[Dict[str, Any]]:
   records = []
   for row_name, seed_label, folder, tune in members:
     stem = eval_files(folder, split)
@@ -71,9 +74,13 @@ def _member_records(workdir: str, members, split: str, source: str) -> List[Dict
     try:
       with open(stem + '.json', encoding='utf-8') as f:
         metrics = json.load(f)
-    except (OSError, ValueError) as e:
-      raise UserError(f'{stem}.json is unreadable ({type(e).__name__}): evaluate the member '
-                      f'again (--mode=eval --workdir={folder}) or move it aside') from None
+      if not isinstance(metrics, dict):
+        raise ValueError('not a JSON object')
+    except (OSError, ValueError) as e:      # reported as damaged; the others are reported
+      damaged.append(f'{os.path.basename(folder)} ({os.path.basename(stem)}.json: '
+                     f'{type(e).__name__}; evaluate it again with --mode=eval '
+                     f'--workdir={folder})')
+      continue
     log = learning.read_log(folder)
     metrics.update(grad_norm_start=log['grad_norm_start'], grad_norm_end=log['grad_norm_end'])
     records.append({'row': row_name, 'seed': seed_label, 'tune': tune,
@@ -86,16 +93,17 @@ def _member_records(workdir: str, members, split: str, source: str) -> List[Dict
   return records
 
 
-def collect(plan: runner.Plan, split: str = 'validation',
-            also: Sequence[str] = ()) -> List[Dict[str, Any]]:
+def collect(plan: runner.Plan, split: str = 'validation', also: Sequence[str] = (),
+            damaged: Optional[List[str]] = None) -> List[Dict[str, Any]]:
   """One record per done member of the sweep (and of the sweep folders `also`, whose rows
   join the report: their baseline row pools with this sweep's, other rows of the same name
   are prefixed with their folder's name)."""
   members = [(m.row.name, m.name[len(m.row.name) + 1:], plan.member_dir(m), m.tune)
              for m in plan.sweep.members() if runner.status(plan, m) == 'done']
-  records = _member_records(plan.workdir, members, split, plan.workdir)
+  damaged = [] if damaged is None else damaged
+  records = _member_records(plan.workdir, members, split, plan.workdir, damaged)
   for other in also:
-    records += _member_records(other, _done_members(other, plan.sweep), split, other)
+    records += _member_records(other, _done_members(other, plan.sweep), split, other, damaged)
   _share_references(records)
   _references_from_data(plan, records, split)
   return records
@@ -323,7 +331,10 @@ def write(plan: runner.Plan, split: str = 'validation', samples: int = 10000,
   if samples < 100:
     raise UserError(f'--sweep_resamples={samples} is too few for a 95% interval: give 1000 or '
                     'more (default 10000)')
-  records = collect(plan, split, also)
+  damaged: List[str] = []
+  records = collect(plan, split, also, damaged)
+  for line in damaged:
+    logging.warning('sweep report: member %s is damaged and left out', line)
   if not records:
     raise UserError(f'no finished member of {plan.source} in {plan.workdir} has a {split} '
                     'evaluation yet: run the sweep first')
@@ -339,6 +350,8 @@ def write(plan: runner.Plan, split: str = 'validation', samples: int = 10000,
             + (f' (with {", ".join(also)})' if also else '') +
             f'; base experiment `{plan.sweep.experiment}`; budget: {plan.sweep.budget.describe()}'
             f'; each result averages the last {"/".join(map(str, averaged))} checkpoint(s).']
+  if damaged:
+    header += ['', f'**Left out, damaged**: {"; ".join(damaged)}.']
   partial = sorted(r['member'] for r in records if r['partial'])
   if partial:
     header += ['', f'Partial evaluations (eval.max_batches > 0: part of the split) for '

@@ -172,11 +172,14 @@ def _quoted(words: Sequence[str]) -> List[str]:
 
 
 def _last_error(log_path: str, returncode: int) -> str:
-  """The `error:` line of a failed process, or its last line."""
+  """The `error:` line of the attempt that just failed (the log holds every attempt, each after
+  its `$ command` line), or that attempt's last line (e.g. a traceback's last line)."""
   with open(log_path, encoding='utf-8', errors='replace') as f:
     lines = [line.rstrip('\n') for line in f if line.strip()]
-  errors = [line for line in lines if line.startswith('error:')]
-  return (errors or lines[-1:] or [f'exit code {returncode}'])[-1]
+  starts = [i for i, line in enumerate(lines) if line.startswith('$ ')]
+  attempt = lines[starts[-1] + 1:] if starts else lines
+  errors = [line for line in attempt if line.startswith('error:')]
+  return (errors or attempt[-1:] or [f'error: exit code {returncode} with no output'])[-1]
 
 
 class _Stop:
@@ -410,7 +413,7 @@ def run_all(plan: Plan, parallel: int = 1, log=print, pin_cores: bool = False,
   finally:
     for sig, handler in previous.items():
       signal.signal(sig, handler)
-  failed = {n: _failure(plan, n) for n, s in results.items() if s == 'failed'}
+  failed = {n: failure(plan, n) for n, s in results.items() if s == 'failed'}
   done = sum(s == 'done' for s in results.values())
   log(f'sweep {plan.source}: {done}/{len(members)} done in {(time.time() - started) / 60:.1f} min'
       + ('; failed: ' + '; '.join(f'{n} ({e})' for n, e in failed.items()) if failed else '')
@@ -418,7 +421,12 @@ def run_all(plan: Plan, parallel: int = 1, log=print, pin_cores: bool = False,
   return results
 
 
-def _failure(plan: Plan, name: str) -> str:
+def statuses(plan: Plan) -> Dict[str, str]:
+  """{member name: status} of every member."""
+  return {m.name: status(plan, m) for m in plan.sweep.members()}
+
+
+def failure(plan: Plan, name: str) -> str:
   path = os.path.join(plan.workdir, name, FAILED)
   with open(path, encoding='utf-8') as f:
     return f.read().strip()

@@ -302,8 +302,12 @@ def load(path_and_variant: str, extra: Sequence[str] = ()) -> Sweep:
     sweep = _run_file(path, 'get_sweep', variant)
   except UserError:
     raise
-  except Exception as e:  # pylint: disable=broad-except  (the user's file: one line, exit 2)
+  except (Exception, SystemExit) as e:  # pylint: disable=broad-except  (the user's file)
     raise UserError(f'{path_and_variant}: {type(e).__name__}: {e}: fix the sweep file') from None
+  if not isinstance(sweep, Sweep):
+    raise UserError(f'{path_and_variant}: get_sweep() returned {type(sweep).__name__}, not a '
+                    'Sweep: return transformer_jax.sweep.Sweep(experiment=..., rows=[...], '
+                    'baseline=...)')
   check(sweep, path_and_variant, extra)
   return sweep
 
