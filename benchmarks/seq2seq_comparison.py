@@ -1,9 +1,9 @@
 """One table and one plot of test BLEU by source length for several translation models.
 
   python benchmarks/seq2seq_comparison.py \\
-      'RNN=runs/rnn_plain/eval/test_step3000_avg1_beam5_alpha0.6.json' \\
-      'RNN+attention=runs/rnn_attention/eval/test_step3000_avg1_beam5_alpha0.6.json' \\
-      'Transformer=runs/m30k/eval/test_step4000_avg5_beam5_alpha0.6.json' \\
+      'RNN=runs/rnn_plain/eval/test_step3000_avg1_beam5_alpha0.6_<digest>.json' \\
+      'RNN+attention=runs/rnn_attention/eval/test_step3000_avg1_beam5_alpha0.6_<digest>.json' \\
+      'Transformer=runs/m30k/eval/test_step4000_avg5_beam5_alpha0.6_<digest>.json' \\
       --out=docs/seq2seq_by_length
 
 Each argument is NAME=PATH of the JSON `--mode=eval` writes (it holds the overall BLEU

@@ -1,12 +1,15 @@
 """launch.py's modes that read a trained run, in subprocesses on one shared copy-task smoke run:
 --workdir alone is enough (the run's config.json), overrides of eval/decode settings apply
-and pinned ones are refused, translate streams from a pipe, --print_config writes nothing."""
+and pinned ones are refused, translate streams from a pipe (a closed stdin is one line, Ctrl-C
+while it waits a quiet exit 130), --print_config writes nothing."""
 import hashlib
 import json
 import os
 import pathlib
 import select
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -139,6 +142,58 @@ def test_translate_answers_each_line_before_stdin_is_closed(run, tmp_path):
       process.kill()
   piped = launch(f'--workdir={run}', '--mode=translate', stdin='5 6 7\n9 8\n')
   assert piped.stdout == first + second
+
+
+def test_translate_with_stdin_closed_is_one_line(run):
+  before = snapshot(run)
+  command = (f'{shlex.quote(sys.executable)} launch.py --workdir={shlex.quote(str(run))} '
+             '--mode=translate <&-')                 # fd 0 closed: Python's sys.stdin is None
+  result = subprocess.run(['bash', '-c', command], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONUNBUFFERED='1'), timeout=120)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
+  assert last_line(result) == ('error: --mode=translate reads standard input, but it is closed: '
+                               'give --input=FILE, or pipe the lines in (e.g. `< lines.txt` or '
+                               '`cat lines.txt |`)')
+  assert snapshot(run) == before
+
+
+def wait_for_text(path: pathlib.Path, text: str, process, seconds: float) -> bool:
+  """Whether `text` shows up in the file `path` within `seconds`, while `process` runs."""
+  deadline = time.monotonic() + seconds
+  while time.monotonic() < deadline and process.poll() is None:
+    if text in path.read_text():
+      return True
+    time.sleep(0.2)
+  return text in path.read_text()
+
+
+@pytest.mark.parametrize('translate_first', [False, True],
+                         ids=['before_any_line', 'after_a_translation'])
+def test_ctrl_c_while_translate_waits_for_input_exits_130_quietly(run, tmp_path, translate_first):
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  log = tmp_path / 'stderr.txt'
+  with open(log, 'w') as stderr:
+    process = subprocess.Popen([sys.executable, 'launch.py', f'--workdir={run}',
+                                '--mode=translate'], cwd=REPO, env=env, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1)
+    try:
+      # Printed just before translate first waits for stdin (after jax has loaded).
+      assert wait_for_text(log, 'reading source sentences from stdin', process, 180), (
+          log.read_text()[-3000:])
+      if translate_first:          # the model is built and restored: waiting for line two
+        process.stdin.write('5 6 7\n')
+        process.stdin.flush()
+        assert read_line_within(process, 180).strip(), log.read_text()[-3000:]
+      time.sleep(0.5)
+      process.send_signal(signal.SIGINT)
+      assert process.wait(timeout=60) == 130, log.read_text()[-3000:]
+    finally:
+      process.kill()
+      process.wait()
+  text = log.read_text()
+  assert 'Traceback' not in text and 'KeyboardInterrupt' not in text, text[-3000:]
+  assert not [line for line in text.splitlines() if line.startswith('error:')], text[-3000:]
 
 
 def test_print_config_of_a_run_lists_every_field_and_writes_nothing(run):

@@ -1,7 +1,9 @@
 """modes.py in-process on a two-step copy-task run whose model reads at most 12 tokens, while
 its evaluation split holds sequences of up to 17: long inputs are cut to the model, never NaN.
-Then what the eval JSON says (strict JSON, signatures, coverage, decoding settings), a partial
-evaluation, and train.keep_best with --step=best on a four-step run with scripted losses."""
+Then what the eval JSON says (strict JSON, signatures, coverage, decoding settings), the file
+names of evaluations with other settings, a partial evaluation, and train.keep_best with
+--step=best on a four-step run with scripted losses."""
+import glob
 import json
 import logging
 import os
@@ -16,6 +18,7 @@ from transformer_jax import predict
 from transformer_jax import validation
 from transformer_jax.data import tokenizer as tokenizer_lib
 from transformer_jax.errors import UserError
+from transformer_jax.sweep import report
 
 MAX_LEN = 12
 
@@ -77,6 +80,11 @@ def test_evaluation_cuts_long_examples_and_counts_them(trained, caplog):
     assert metrics['num_truncated'] > 0
 
 
+def eval_path(workdir, record, name='validation_step2_avg1_greedy', suffix='.json'):
+  """The file of an evaluation that returned `record`: `name`, then its settings digest."""
+  return os.path.join(workdir, 'eval', f"{name}_{record['settings_digest']}{suffix}")
+
+
 def strict_json(path):
   """The JSON file at `path`, refusing NaN/Infinity as strict parsers do."""
   def refuse(name):
@@ -91,7 +99,7 @@ def test_eval_json_is_strict_json_even_when_the_loss_is_nan(trained, monkeypatch
   monkeypatch.setattr(evaluation.Evaluator, 'loss_metrics', lambda self, params: dict(
       real(self, params), loss=float('nan'), perplexity=float('inf')))
   returned = modes.evaluate(smoke_config(), workdir)
-  written = strict_json(os.path.join(workdir, 'eval', 'validation_step2_avg1_greedy.json'))
+  written = strict_json(eval_path(workdir, returned))
   assert written == returned
   assert written['loss'] is None and written['loss_null_reason'] == 'not finite (nan)'
   assert written['perplexity'] is None and written['perplexity_null_reason'] == 'not finite (inf)'
@@ -100,8 +108,8 @@ def test_eval_json_is_strict_json_even_when_the_loss_is_nan(trained, monkeypatch
 
 def test_eval_json_says_what_was_scored_and_how(trained):
   workdir, _ = trained
-  modes.evaluate(smoke_config(), workdir)
-  written = strict_json(os.path.join(workdir, 'eval', 'validation_step2_avg1_greedy.json'))
+  returned = modes.evaluate(smoke_config(), workdir)
+  written = strict_json(eval_path(workdir, returned))
   assert written['sacrebleu_signature'].startswith(
       'nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:')
   assert 'tok:none|smooth:none' in written['bleu_tok_lc_signature']
@@ -123,6 +131,54 @@ def test_decoding_settings_name_those_of_the_method():
   assert modes.decoding_settings(config.decode) == {
       'method': 'sample', 'temperature': 0.7, 'top_k': 10, 'top_p': 0.9, 'seed': 0,
       'max_extra_len': 50}
+
+
+def test_other_search_settings_keep_their_own_files_and_the_same_settings_rewrite_theirs(
+    trained):
+  workdir, _ = trained
+  default = modes.evaluate(smoke_config(), workdir)
+  config = smoke_config()
+  config.decode.max_extra_len = 2
+  shorter = modes.evaluate(config, workdir)
+  assert default['settings']['decode.max_extra_len'] == 50
+  assert shorter['settings']['decode.max_extra_len'] == 2
+  assert default['settings_digest'] != shorter['settings_digest']
+  for record in (default, shorter):              # the second evaluation left the first's files
+    assert strict_json(eval_path(workdir, record)) == record
+    for suffix in ('.hyp.txt', '.ref.txt', '.by_length.md'):
+      assert os.path.isfile(eval_path(workdir, record, suffix=suffix))
+  again = modes.evaluate(smoke_config(), workdir)    # the same settings: the same files
+  assert again['settings_digest'] == default['settings_digest']
+  same = glob.glob(eval_path(workdir, default, name='*'))
+  assert same == [eval_path(workdir, default)], same
+  # The sweep report's glob (eval/<split>_step*_avg*.json) still finds them.
+  stem = report.eval_files(workdir, 'validation')
+  assert stem and os.path.basename(stem).startswith('validation_step2_avg1_greedy_'), stem
+  assert stem.endswith('_' + again['settings_digest'])    # the newest
+
+
+def test_the_settings_digest_follows_only_settings_that_change_the_output():
+  config = smoke_config()
+  base = modes.output_settings(config, decodes=True)
+  assert base['decode.method'] == 'greedy' and base['eval.max_batches'] == 1
+  assert 'decode.beam_size' not in base and 'eval.bleu' not in base
+  assert 'decode.cache_stages' not in base
+  digest = modes.settings_digest(base)
+  assert len(digest) == 8 and int(digest, 16) >= 0
+  assert modes.settings_digest(modes.output_settings(config, decodes=True)) == digest
+  same = smoke_config()
+  same.decode.update(beam_size=9, alpha=1.5, cache_stages=2)     # greedy ignores these
+  same.eval.bleu = False
+  assert modes.settings_digest(modes.output_settings(same, decodes=True)) == digest
+  for section, field, value in (('decode', 'max_extra_len', 2), ('decode', 'method', 'beam'),
+                                ('eval', 'max_batches', 0), ('eval', 'average_last', 2),
+                                ('eval', 'attention_stats', True), ('eval', 'split', 'test')):
+    other = smoke_config()
+    other[section][field] = value
+    changed = modes.output_settings(other, decodes=True)
+    assert changed[f'{section}.{field}'] == value
+    assert modes.settings_digest(changed) != digest, (section, field)
+  assert not any(key.startswith('decode.') for key in modes.output_settings(config, False))
 
 
 def keep_best_config():
@@ -160,7 +216,7 @@ def test_keep_best_keeps_the_best_step_and_step_best_evaluates_it(best_run):
   assert record['step'] == 2 and record['checkpoints'] == [2]
   assert record['checkpoint_choice'] == 'best' and record['best_metric'] == 'loss'
   assert record['best_mode'] == 'min' and record['best_metric_value'] == 1.0
-  written = strict_json(os.path.join(best_run, 'eval', 'validation_step2_avg1_greedy.json'))
+  written = strict_json(eval_path(best_run, record))
   assert written == record and np.isfinite(written['loss'])
 
 
@@ -170,7 +226,7 @@ def test_a_partial_evaluation_says_so_in_the_log_the_file_name_and_the_json(best
   config.train.keep_best = ''           # --step=best then uses the metric the run recorded
   with caplog.at_level(logging.WARNING):
     record = modes.evaluate(config, best_run, step=modes.BEST_STEP)
-  stem = os.path.join(best_run, 'eval', 'validation_step2_avg1_greedy_partial8of16')
+  stem = eval_path(best_run, record, 'validation_step2_avg1_greedy_partial8of16', suffix='')
   assert strict_json(stem + '.json') == record
   assert record['partial'] is True
   assert (record['sentences_scored'], record['sentences_in_split']) == (8, 16)

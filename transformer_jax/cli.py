@@ -31,6 +31,7 @@ from absl import logging
 
 from transformer_jax import cli_config
 from transformer_jax import paths
+from transformer_jax import process_exit
 from transformer_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'run folder; default runs/<experiment>[_<variant>] '
@@ -60,8 +61,9 @@ class _StepParser(flags.ArgumentParser):
     return "int or 'best'"
 
 
-_STEP = flags.DEFINE(_StepParser(), 'step', None, "eval/translate/sample: checkpoint step, or "
-                     "'best' (the step train.keep_best kept); default: the latest")
+_STEP = flags.DEFINE(_StepParser(), 'step', None, "eval/translate/sample/visualize/export: "
+                     "checkpoint step, or 'best' (the step train.keep_best kept); default: the "
+                     'latest')
 _INPUT = flags.DEFINE_string('input', '-', 'translate: file of source sentences, - for stdin; '
                              'sample: prompts to continue (without it: decode.num_samples); '
                              'visualize: sentences to draw (without it: 2 of eval.split)')
@@ -163,7 +165,8 @@ class _OwnInfoOnly:
 
 def _fail(message: str):
   print(f'error: {message}', file=sys.stderr)
-  sys.exit(2)
+  process_exit.exit_within(2)      # a thread left blocked (orbax's, after a failed write) must
+                                   # not keep the process alive after its error line
 
 
 def mode_words():
@@ -219,11 +222,23 @@ def _show_in_help(program: str) -> None:
       flags.FLAGS.register_key_flag_for_module(program, flag)
 
 
+# Exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED_EXIT = 130
+
+
 def _run_or_fail(argv, launcher):
+  """`run`, with a UserError as one `error:` line (exit 2) and Ctrl-C as a quiet exit 130.
+
+  Training turns its first SIGINT into a save-and-stop (trainer.py); anywhere else, e.g.
+  translate waiting for the next line of stdin, Ctrl-C stops the command without a traceback.
+  """
   try:
     run(argv, launcher)
   except UserError as e:
     _fail(str(e))
+  except KeyboardInterrupt:
+    sys.stderr.flush()
+    sys.exit(INTERRUPTED_EXIT)
 
 
 def run(argv, launcher=DEFAULT_LAUNCHER):
@@ -248,6 +263,7 @@ def run(argv, launcher=DEFAULT_LAUNCHER):
   if _MODE.value in ('report', 'archive'):
     raise UserError(f'--mode={_MODE.value} works on a sweep: give '
                     '--sweep=experiments/ablations/<name>.py')
+  check_mode_flags(_MODE.value)
   workdir = cli_config.default_workdir() if _WORKDIR.value is None else _WORKDIR.value
   config, source = cli_config.resolve_config(workdir, mode=_MODE.value, run_modes=RUN_MODES,
                                              print_config=_PRINT_CONFIG.value)
@@ -272,6 +288,7 @@ def run(argv, launcher=DEFAULT_LAUNCHER):
   logging.info('JAX %s: process %d/%d, %d local / %d global devices (%s)', jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
+  check_attention_impl(config, _MODE.value, jax.default_backend())
   dispatch(_MODE.value, config, workdir)
 
 
@@ -283,8 +300,79 @@ _SWEEP_ONLY_FLAGS = ('sweep_parallel', 'sweep_pin_cores', 'sweep_list', 'sweep_m
                      'sweep_resamples', 'sweep_also')
 
 
+# The modes that use each flag that not every mode uses (--workdir, --experiment and
+# --print_config apply to all); given to any other mode, it is an error, not a silent no-op.
+# Keep it in step with `dispatch` (and modes.py): a flag is listed for a mode that reads it.
+FLAG_MODES = {
+    'step': ('eval', 'translate', 'sample', 'visualize', 'export'),
+    'input': ('translate', 'sample', 'visualize'),
+    'buffer_lines': ('translate',),
+    'export_dir': ('export',),
+    'multihost': ('train', 'eval'),    # the others refuse more than one process
+}
+# Flags that only tune --multihost.
+_MULTIHOST_FLAGS = ('coordinator_address', 'num_processes', 'process_id', 'multihost_timeout')
+
+
 def _given(name: str) -> bool:
-  return flags.FLAGS[name].present
+  """Whether --name is on the command line (a boolean only when it is switched on)."""
+  flag = flags.FLAGS[name]
+  return flag.present and not (isinstance(flag.value, bool) and not flag.value)
+
+
+def check_mode_flags(mode: str) -> None:
+  """A flag that `mode` would ignore is an error (FLAG_MODES), as sweep flags without --sweep
+  are; so is reading a closed standard input. Only flags are looked at: nothing is loaded."""
+  for name, users in FLAG_MODES.items():
+    if _given(name) and mode not in users:
+      raise UserError(f'--{name} does not apply to --mode={mode}: it is for --mode='
+                      f'{"|".join(users)} only; drop it, or give the mode that uses it')
+  if not _MULTIHOST.value:
+    for name in _MULTIHOST_FLAGS:
+      if _given(name):
+        raise UserError(f'--{name} only applies to --multihost: add --multihost to join a '
+                        f'multi-process run, or drop --{name}')
+  if mode == 'translate' and _given('buffer_lines') and _INPUT.value != '-':
+    raise UserError(f'--buffer_lines applies to standard input only: --input={_INPUT.value} is '
+                    'a file and is translated whole; drop --buffer_lines')
+  reads_stdin = _INPUT.value == '-' and (mode == 'translate' or _given('input'))
+  if reads_stdin and mode in FLAG_MODES['input'] and stdin_is_closed():
+    raise UserError(f'--mode={mode} reads standard input, but it is closed: give --input=FILE, '
+                    'or pipe the lines in (e.g. `< lines.txt` or `cat lines.txt |`)')
+
+
+def stdin_is_closed() -> bool:
+  """Whether there is no standard input at all (`<&-` in a shell, a daemon): not an empty one
+  (/dev/null), which simply ends at once."""
+  if sys.stdin is None or sys.stdin.closed:
+    return True
+  try:
+    fd = sys.stdin.fileno()
+  except (AttributeError, OSError, ValueError):     # a StringIO (tests): not closed
+    return False
+  try:
+    os.fstat(fd)
+  except OSError:
+    return True
+  return False
+
+
+def check_attention_impl(config, mode: str, backend: str) -> None:
+  """model.attention_impl='cudnn' needs a GPU and bfloat16/float16: refused before the mode
+  writes anything (a run trained with it is refused where it cannot be evaluated, too)."""
+  model = config.get('model', {})
+  if model.get('attention_impl') != 'cudnn':
+    return
+  fix = ('set --experiment.model.attention_impl=auto (cuDNN where it applies, else explicit) '
+         'or xla' if mode == 'train' else
+         'run it on a machine with a GPU (model settings cannot change after training)')
+  if backend != 'gpu':
+    raise UserError(f"model.attention_impl='cudnn' needs a GPU (cuDNN flash attention), and "
+                    f'JAX runs on {backend} here: {fix}')
+  if model.get('dtype') not in ('bfloat16', 'float16'):
+    raise UserError(f"model.attention_impl='cudnn' needs model.dtype=bfloat16 (cuDNN flash "
+                    f"attention takes no {model.get('dtype')}): set "
+                    '--experiment.model.dtype=bfloat16, or model.attention_impl=auto')
 
 
 def _check_sweep_flags() -> None:

@@ -5,12 +5,14 @@ Every mistake becomes one `error:` line naming the problem and the fix (exit cod
 missing or broken experiment file, an unknown key, a value of the wrong type. Paths resolve
 as transformer_jax/paths.py says. Nothing here imports jax.
 """
+import difflib
 import os
 import re
 import sys
 import traceback
 
 from absl import flags
+import ml_collections
 from ml_collections import config_flags
 
 from transformer_jax import paths
@@ -39,7 +41,7 @@ def resolve_experiment_flag(argv):
 def _experiment_file_error(error: Exception, experiment: str):
   """'<file> line N: <error>' when `error` was raised by the experiment file's own code
   (a syntax error, an undefined name, a get_config that raises), else None."""
-  path = os.path.abspath(experiment.partition(':')[0] or paths.default_experiment())
+  path = _experiment_path(experiment)
   if isinstance(error, SyntaxError) and error.filename and os.path.abspath(error.filename) == path:
     return f'{experiment}: syntax error at line {error.lineno} ({error.msg}): fix the experiment file'
   frames = [f for f in traceback.extract_tb(error.__traceback__)
@@ -53,15 +55,75 @@ def _experiment_file_error(error: Exception, experiment: str):
   return None
 
 
+def _given_experiment(argv) -> str:
+  """The `path[:variant]` of `--experiment=<path>` (or `--experiment <path>`) in `argv`, else ''."""
+  for i, arg in enumerate(argv[1:], start=1):
+    match = _EXPERIMENT_FLAG.match(arg)
+    if match and match.group(1) == '=':
+      return arg.split('=', 1)[1]
+    if match and i + 1 < len(argv):
+      return argv[i + 1]
+  return ''
+
+
+def _experiment_path(experiment: str) -> str:
+  return os.path.abspath(experiment.partition(':')[0] or paths.default_experiment())
+
+
+def not_a_config_message(experiment: str, returned: str) -> str:
+  """The one line for a get_config() that returned `returned` ('None', 'a dict') instead of
+  a ConfigDict."""
+  return (f'{experiment or paths.DEFAULT_EXPERIMENT}: get_config() returned {returned}, not an '
+          'ml_collections.ConfigDict: start from the defaults and return them, e.g. '
+          '`from experiments import base` then `config = base.get_base_config()`, change fields, '
+          '`return config`')
+
+
+def _returned(value) -> str:
+  return 'None' if value is None else f'a {type(value).__name__}'
+
+
+def _exit_in_experiment(error: SystemExit, argv):
+  """The one line for an experiment file that exits while it loads, else None (an exit that
+  is not the file's own, e.g. --help's, goes on as an exit)."""
+  experiment = _given_experiment(argv)
+  path = _experiment_path(experiment)
+  frames = [f for f in traceback.extract_tb(error.__traceback__)
+            if os.path.abspath(f.filename) == path]
+  if not frames:
+    return None
+  return (f'{experiment or path} line {frames[-1].lineno} exits (SystemExit({error.code!r})) '
+          'while the experiment loads: an experiment file only defines get_config(); remove '
+          'the exit, or guard it with `if __name__ == "__main__":`')
+
+
+def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
+  """'unknown flag --x (did you mean --y?)': the nearest defined flag, by spelling."""
+  name = error.flagname
+  known = sorted(n for n in flags.FLAGS if len(n) > 1 and not n.startswith('experiment.'))
+  close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+  hint = f' (did you mean --{close[0]}?)' if close else ''
+  return (f'unknown flag --{name}{hint}: fix its spelling (--help lists the flags; experiment '
+          'fields are --experiment.<section>.<field>=<value>)')
+
+
 def describe_flag_error(error: Exception, argv) -> str:
   """One line for a flag/config mistake, with the fix."""
   text = str(error).replace("\\'", "'").replace('\\n', '\n').strip()
-  experiment = next((a.split('=', 1)[1] for a in argv if a.startswith('--experiment=')), '')
+  experiment = _given_experiment(argv)
   in_file = (_experiment_file_error(error.__cause__ or error.__context__ or error, experiment)
              if os.path.isfile(experiment.partition(':')[0] or paths.default_experiment())
              else None)
   if in_file:
     return in_file
+  if isinstance(error, flags.UnrecognizedFlagError) and not error.flagname.startswith(
+      'experiment.'):
+    return _unknown_flag(error)
+  # An override applied to what get_config() returned, when that was not a ConfigDict.
+  root = re.search(r"Attribute <class '([\w.]+)'>\.(\w+) does not exist.*lookup: (\w+)", text)
+  if root and root.group(2) == root.group(3) and 'ConfigDict' not in root.group(1):
+    kind = root.group(1).rpartition('.')[2]
+    return not_a_config_message(experiment, 'None' if kind == 'NoneType' else f'a {kind}')
   if 'No such file' in text or 'Failed loading config file' in text:
     return (f'unknown experiment file {experiment!r} (relative paths start in the current '
             f'directory {os.getcwd()}): choose one of {paths.shipped_experiments()}')
@@ -83,11 +145,24 @@ def describe_flag_error(error: Exception, argv) -> str:
 
 
 def fail_on_flag_error(fn, argv):
+  """`fn()`; a mistake in the flags or the experiment file becomes one `error:` line (exit 2).
+
+  This also runs while absl parses the flags, outside the mode's own UserError handling, so
+  a UserError is printed here too; so is an experiment file that exits while it loads (a
+  SystemExit, which is no Exception).
+  """
   try:
     return fn()
+  except UserError as e:
+    message = str(e)
+  except SystemExit as e:
+    message = _exit_in_experiment(e, argv)
+    if message is None:
+      raise
   except Exception as e:  # pylint: disable=broad-except  (turned into one line, exit 2)
-    print(f'error: {describe_flag_error(e, argv)}', file=sys.stderr)
-    sys.exit(2)
+    message = describe_flag_error(e, argv)
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
 
 
 def define_experiment_flag(argv):
@@ -161,7 +236,18 @@ def apply_overrides(config, overrides):
 
 
 def _loaded(config):
-  """ml_collections reads the experiment file lazily; touch it so errors surface here."""
+  """ml_collections reads the experiment file lazily; touch it so errors surface here.
+
+  Raises:
+    UserError: get_config() returned something other than a ConfigDict (None, a dict).
+  """
+  if not isinstance(config, ml_collections.ConfigDict):
+    try:      # ml_collections' stand-in for a file it could not load raises that error here
+      config.to_dict()
+    except AttributeError as e:
+      if getattr(e, 'obj', None) is not config:
+        raise
+    raise UserError(not_a_config_message(_given_experiment(sys.argv), _returned(config)))
   config.to_dict()
   return config
 

@@ -82,7 +82,6 @@ def preflight(config, workdir: str) -> None:
                     f'positional={model_config.positional!r}): raise --experiment.model.max_len '
                     'or lower --experiment.data.max_len')
   optim.make_optimizer(config.optim, schedule_dim(config), config.train.num_steps)
-  memory_check.check_model(config, model_config, family)
   if config.train.parallelism not in parallel.RUNNERS:
     raise UserError(f'unknown train.parallelism {config.train.parallelism!r}: '
                     f'choose one of {sorted(parallel.RUNNERS)}')
@@ -94,6 +93,7 @@ def preflight(config, workdir: str) -> None:
   if not config.data.pack:
     buckets = batching.normalize_bucket_lengths(tuple(config.data.bucket_lengths), config.data.max_len)
     batching.rows_for_length(config.data.tokens_per_batch, buckets[-1], jax.device_count())
+  memory_check.check_model(config, model_config, family)    # last: the others name the cause
 
 
 def build(config, workdir: str) -> Components:

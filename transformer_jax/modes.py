@@ -1,6 +1,7 @@
 """What launch.py can do with an experiment: train, evaluate, translate, sample (an LM),
 export (a self-contained folder for transformer_jax.load_pretrained)."""
 import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -108,8 +109,10 @@ def evaluate(config, workdir: str, step=None):
 
   `step`: a saved step, None for the newest, or BEST_STEP ('best', see resolve_step). Files:
   <stem>.json, and for a decoding model <stem>.{hyp.txt,ref.txt,by_length.md,by_length.png},
-  where stem is `<split>_step<N>_avg<K>[_<decoding>][_partial<scored>of<total>]`, e.g.
-  `validation_step4_avg1_greedy_partial10of1014` when eval.max_batches stops early.
+  where stem is `<split>_step<N>_avg<K>[_<decoding>][_partial<scored>of<total>]_<digest>`,
+  e.g. `validation_step4_avg1_greedy_partial10of1014_3f2a9c01` when eval.max_batches stops
+  early. The digest stands for every setting that may change the result (output_settings),
+  so an evaluation with other settings adds files and the same settings again rewrite them.
 
   The JSON is strict (no NaN/Infinity: a non-finite number is null, with `<key>_null_reason`
   beside it). Keys, named as in metrics.jsonl, TensorBoard and the console:
@@ -125,6 +128,7 @@ def evaluate(config, workdir: str, step=None):
     decoding                          method, max_extra_len, and beam_size/alpha (beam) or
                                       temperature/top_k/top_p/seed (sample)
     num_params, bleu_by_source_length (rows: bucket, count, bleu_tok_lc, sacrebleu)
+    settings, settings_digest         output_settings and the digest in the file name
   Returns the record as written.
   """
   check_run(config, workdir)
@@ -138,13 +142,12 @@ def evaluate(config, workdir: str, step=None):
   metrics['checkpoints'] = chosen
   metrics['num_params'] = summary.count_params(params)
   metrics.update(_provenance(config, evaluator, chosen, choice, parts.family.decodes))
+  settings = output_settings(config, parts.family.decodes)
+  metrics['settings'], metrics['settings_digest'] = settings, settings_digest(settings)
   out_dir = os.path.join(workdir, 'eval')
   os.makedirs(out_dir, exist_ok=True)
-  stem = os.path.join(out_dir, f'{evaluator.split}_step{step}_avg{len(chosen)}')
-  if parts.family.decodes:
-    stem += '_' + decode_tag(config.decode)
-  if metrics['partial']:
-    stem += f"_partial{metrics['sentences_scored']}of{metrics['sentences_in_split']}"
+  stem = os.path.join(out_dir, eval_stem(config, evaluator.split, step, len(chosen),
+                                         parts.family.decodes, metrics))
   if parts.family.decodes:
     metrics['bleu_by_source_length'] = _write_hypotheses(evaluator, config, stem)
   record = metrics_writer.strict_json_tree(metrics)
@@ -152,6 +155,47 @@ def evaluate(config, workdir: str, step=None):
     json.dump(record, f, indent=2, allow_nan=False)    # a NaN that slipped through fails here
   logging.info('wrote %s.*', stem)
   return record
+
+
+def eval_stem(config, split: str, step: int, averaged: int, decodes: bool, metrics) -> str:
+  """The file name stem of an evaluation (see `evaluate`): readable parts, then the digest of
+  `metrics['settings']`, so that no other settings ever write the same files."""
+  stem = f'{split}_step{step}_avg{averaged}'
+  if decodes:
+    stem += '_' + decode_tag(config.decode)
+  if metrics['partial']:
+    stem += f"_partial{metrics['sentences_scored']}of{metrics['sentences_in_split']}"
+  return f"{stem}_{metrics['settings_digest']}"
+
+
+# Settings of the sections output_settings reads that leave the result as it is: eval.bleu
+# switches decoding in the periodic evaluation only (--mode=eval always decodes), and
+# decode.cache_stages changes how the decoding cache grows, not what is decoded.
+SAME_OUTPUT = ('eval.bleu', 'decode.cache_stages')
+
+
+def output_settings(config, decodes: bool) -> dict:
+  """{'section.field': value} of every setting that may change what --mode=eval writes for a
+  checkpoint: eval.* (split, max_batches, average_last, attention_stats, ...) and, for a
+  decoding model, the search's settings (decoding_settings: the method's own and
+  max_extra_len; greedy ignores beam_size, for one) with any decode.* field the search does not
+  know, less SAME_OUTPUT. The run's pinned settings (model, data, ...) cannot change after
+  training, so they are left out."""
+  settings = {f'eval.{name}': value for name, value in workdir_lib.as_json(config.eval).items()}
+  if decodes:
+    search = {field.name for field in dataclasses.fields(predict.SearchSettings)}
+    settings.update({f'decode.{name}': value
+                     for name, value in decoding_settings(config.decode).items()})
+    settings.update({f'decode.{name}': value
+                     for name, value in workdir_lib.as_json(config.decode).items()
+                     if name not in search})
+  return {key: settings[key] for key in sorted(settings) if key not in SAME_OUTPUT}
+
+
+def settings_digest(settings: dict) -> str:
+  """8 hex digits of the SHA-256 of `settings` as canonical JSON (sorted keys)."""
+  text = json.dumps(settings, sort_keys=True, separators=(',', ':'), allow_nan=True)
+  return hashlib.sha256(text.encode('utf-8')).hexdigest()[:8]
 
 
 def _provenance(config, evaluator, chosen: List[int], choice: dict, decoded: bool) -> dict:
@@ -223,6 +267,9 @@ def translate(config, workdir: str, step: Optional[int] = None, input_path: str 
     raise UserError('--mode=translate runs in one process: drop --multihost')
   check_run(config, workdir)
   groups, streamed = _input_groups(input_path, buffer_lines)
+  if streamed:
+    logging.info('reading source sentences from stdin, one a line (translated in groups of up '
+                 'to %d; end the input with Ctrl-D)', buffer_lines)
   first = next(groups, None)
   if first is None:
     return []
@@ -247,6 +294,8 @@ def translate(config, workdir: str, step: Optional[int] = None, input_path: str 
 
 def _input_groups(input_path: str, buffer_lines: int):
   """(iterator over groups of input lines, whether they stream from a pipe or terminal)."""
+  if input_path == '-':
+    _check_stdin_open()
   stdin = getattr(sys.stdin, 'buffer', sys.stdin)
   if input_path != '-' or raw_text.is_regular_file(stdin):
     lines = _read_lines(input_path)
@@ -310,10 +359,18 @@ def export(config, workdir: str, export_dir: Optional[str] = None, step=None) ->
   return export_dir
 
 
+def _check_stdin_open() -> None:
+  """Refuses to read a standard input that does not exist (fd 0 closed: sys.stdin is None)."""
+  if sys.stdin is None or sys.stdin.closed:
+    raise UserError('--input=- reads standard input, but it is closed: give --input=FILE, or '
+                    'pipe the lines in (e.g. `< lines.txt` or `cat lines.txt |`)')
+
+
 def _read_lines(input_path: str) -> List[str]:
   """The lines of --input (a file, or - for stdin), refusing bytes that are not UTF-8."""
   fix = _INPUT_FIX
   if input_path == '-':
+    _check_stdin_open()
     stdin = getattr(sys.stdin, 'buffer', None)
     if stdin is None:                          # already text (a test's StringIO)
       return [line.rstrip('\r\n') for line in sys.stdin]

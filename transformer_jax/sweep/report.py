@@ -5,8 +5,8 @@ difference with a 95% interval and p-values that count training seeds and test s
 whether it was still improving (learning.py); the provenance of every member (provenance.py).
 
 Reads each done member's averaged evaluation (`--mode=eval` writes
-`eval/<split>_step<N>_avg<K>_<decoding>.{json,hyp.txt,ref.txt}`), its metrics.jsonl and its
-provenance.json, and writes in the sweep's folder:
+`eval/<split>_step<N>_avg<K>_<decoding>[_partial..]_<digest>.{json,hyp.txt,ref.txt}`), its
+metrics.jsonl and its provenance.json, and writes in the sweep's folder:
   report.md / report.tex     the tables (markdown; LaTeX booktabs)
   report.csv                 one line per row, each seed's value included
   report_comparisons.csv     one line per comparison and metric, every test
@@ -313,6 +313,8 @@ def _provenance_lines(records) -> List[str]:
 def _underpowered_lines(comparisons, metric: str, source: str, workdir: str) -> List[str]:
   short = [(c, c['results'][metric]) for c in comparisons if c['results'].get(metric)
            and c['results'][metric]['underpowered']]
+  if not any(c['results'].get(metric) for c in comparisons):
+    return ['No comparison yet: the report compares rows once both have finished members.']
   if not short:
     return ['Every comparison has the seeds it needs for 80% power at its observed Δ.']
   text = ', '.join(f'{c["row"]} ({r["seeds_80"] if r["seeds_80"] else "not reachable"})'
