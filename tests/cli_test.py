@@ -156,3 +156,20 @@ def test_cudnn_attention_needs_a_gpu_and_a_half_precision_dtype():
 def test_an_unknown_flag_names_the_nearest_one(name, expected):
   error = cli.flags.UnrecognizedFlagError(name, '1')
   assert expected in cli_config.describe_flag_error(error, ['launch.py', f'--{name}=1'])
+
+
+def test_library_warnings_pass_without_their_tracebacks():
+  import logging as std_logging
+  import sys as std_sys
+  from transformer_jax import cli as cli_module
+  try:
+    raise OSError(28, 'No space left on device')
+  except OSError:
+    exc_info = std_sys.exc_info()
+  record = std_logging.LogRecord('orbax', std_logging.ERROR, '/site-packages/orbax/x.py', 1,
+                                 'write failed', None, exc_info)
+  assert cli_module._OwnInfoOnly().filter(record)          # the message still shows ...
+  assert record.exc_info is None and record.exc_text is None   # ... its traceback does not
+  info = std_logging.LogRecord('orbax', std_logging.INFO, '/site-packages/orbax/x.py', 1,
+                               'chatter', None, None)
+  assert not cli_module._OwnInfoOnly().filter(info)

@@ -157,10 +157,16 @@ def start_multihost():
 
 
 class _OwnInfoOnly:
-  """Lets INFO records through only from this project; libraries (orbax, tfds) say only warnings."""
+  """Lets INFO records through only from this project; libraries (orbax, tfds) say only
+  warnings, and without the tracebacks they attach (orbax logs one per failed write thread
+  before the error reaches us, which then says what failed in one line)."""
 
   def filter(self, record) -> bool:
-    return record.levelno >= 30 or paths.is_own_source(record.pathname)
+    if paths.is_own_source(record.pathname):
+      return True
+    if record.exc_info or record.exc_text:
+      record.exc_info, record.exc_text = None, None
+    return record.levelno >= 30
 
 
 def _fail(message: str):
