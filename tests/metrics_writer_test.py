@@ -2,8 +2,11 @@
 stitches logs written before they did."""
 import json
 
+import pytest
+
 from benchmarks import time_to_bleu
 from transformer_jax import metrics_writer
+from transformer_jax.errors import UserError
 
 
 def write_lines(path, records, tail=''):
@@ -64,3 +67,52 @@ def test_a_nan_metric_is_written_as_null_with_its_reason(tmp_path):
   assert record['loss'] is None and record['loss_null_reason'] == 'not finite (nan)'
   assert record['perplexity'] is None and record['perplexity_null_reason'] == 'not finite (inf)'
   assert record['sacrebleu'] == 3.5 and 'sacrebleu_null_reason' not in record
+
+
+GARBAGE = b'\x00\xff\xfe garbage \x9c\x80\n\xde\xad\xbe\xef'    # not UTF-8, no final newline
+
+
+def test_undecodable_and_non_record_lines_are_skipped_like_cut_ones(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  write_lines(path, [{'step': 1, 'split': 'train', 'minutes': 0.5}])
+  with open(path, 'ab') as f:
+    f.write(b'[1, 2]\n"text"\n{"step": 2, "split": "train", "minutes": null}\n' + GARBAGE)
+  records = metrics_writer.read_records(str(path))
+  assert [r['step'] for r in records] == [1, 2]
+  assert metrics_writer.logged_minutes(str(path), 5) == 0.5     # null minutes skipped
+  assert metrics_writer.read_records(str(tmp_path)) == []        # a folder holds no records
+
+
+def test_a_writer_resumes_after_binary_garbage_at_the_end(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  write_lines(path, [{'step': 2, 'split': 'train', 'time': 1.0, 'minutes': 3.0}])
+  with open(path, 'ab') as f:
+    f.write(GARBAGE)
+  writer = metrics_writer.MetricsWriter(str(tmp_path), num_steps=4, start_step=2)
+  writer.write(4, 'train', {'loss': 1.0})
+  writer.close()
+  assert path.read_bytes().startswith(b'{"step": 2')             # the old lines stay as they were
+  records = metrics_writer.read_records(str(path))
+  assert [r['step'] for r in records] == [2, 4]
+  assert records[-1]['minutes'] >= 3.0
+
+
+def test_a_metrics_file_that_cannot_be_opened_is_a_user_error(tmp_path):
+  (tmp_path / 'metrics.jsonl').mkdir()
+  with pytest.raises(UserError, match='metrics could not be written to .*metrics.jsonl'):
+    metrics_writer.MetricsWriter(str(tmp_path), num_steps=4, start_step=0)
+
+
+@pytest.mark.slow   # two launch.py trainings, about two minutes on 2 busy cores
+def test_a_run_resumes_over_binary_garbage_at_the_end_of_its_metrics(tmp_path):
+  from tests.reliability import runner   # pylint: disable=import-outside-toplevel
+  workdir = runner.train_smoke_run(tmp_path / 'run')
+  path = workdir / 'metrics.jsonl'
+  with open(path, 'ab') as f:
+    f.write(GARBAGE)
+  returncode, stderr = runner.launch(['--experiment=experiments/copy_task.py:smoke',
+                                      f'--workdir={workdir}', '--experiment.train.num_steps=4'],
+                                     timeout=600)
+  assert returncode == 0, stderr[-3000:]
+  steps = [r['step'] for r in metrics_writer.read_records(str(path)) if r.get('split') == 'train']
+  assert steps == [1, 2, 3, 4]

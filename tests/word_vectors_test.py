@@ -103,3 +103,32 @@ def test_init_embeddings_in_a_fresh_transformer_run(tmp_path, shared_data):
       np.testing.assert_allclose(table[ids[0]], row, atol=1e-6)
       checked += 1
   assert checked >= 2
+
+
+def test_a_malformed_or_non_finite_vectors_file_names_its_line(tmp_path):
+  path = tmp_path / 'vectors.txt'
+  for text, words in [(b'2 3\ndog 1 2 3\ncat 1 2 -inf\n', r'vectors.txt:3: value 3 of .cat. is -'),
+                      (b'2 3\ndog 1 2 3\ncat 1 2,5 3\n', r'vectors.txt:3: value 2 of .cat. is .2,'),
+                      (b'3\ndog 1 2 3\n', r'vectors.txt:1: header .3. is not "<count> <dim>"'),
+                      (b'1 0\ndog\n', r'vectors.txt:1: header .1 0. is not'),
+                      (b'\xff\xfe\n', r'vectors.txt:1: header')]:
+    path.write_bytes(text)
+    with pytest.raises(UserError, match=words):
+      word_vectors.load_word2vec_text(str(path))
+    with pytest.raises(UserError, match=words):
+      word_vectors.check_word2vec_text(str(path))
+  path.write_bytes(b'2 3\ndog 1 2 3\r\ncat 4 5 6\n')          # CRLF line ends are fine
+  words, vectors = word_vectors.load_word2vec_text(str(path))
+  assert words == ['dog', 'cat'] and vectors.dtype == np.float32
+  np.testing.assert_array_equal(vectors, [[1, 2, 3], [4, 5, 6]])
+  assert word_vectors.check_word2vec_text(str(path)) == 3
+
+
+def test_importing_word_vectors_loads_no_jax():
+  import pathlib
+  import subprocess
+  import sys
+  code = ('import sys; import transformer_jax.word_vectors; '
+          'sys.exit(1 if "jax" in sys.modules else 0)')
+  assert subprocess.run([sys.executable, '-c', code],
+                        cwd=pathlib.Path(__file__).resolve().parents[1]).returncode == 0

@@ -94,3 +94,61 @@ def test_failed_setup_takes_back_only_what_it_added(tmp_path):
       (tmp_path / 'debug').mkdir()
       raise RuntimeError('bug')
   assert (tmp_path / 'debug').exists()
+
+
+def test_check_path_refuses_names_too_long_and_symlink_loops(tmp_path):
+  import os
+  with pytest.raises(UserError, match=r"name 'wwww.*' of 300 bytes, longer than the 255 bytes"):
+    workdir_lib.check_path(str(tmp_path / ('w' * 300) / 'run'), writes=True)
+  with pytest.raises(UserError, match='bytes a path may have'):
+    workdir_lib.check_path(str(tmp_path / '/'.join(['d' * 200] * 20)), writes=False)
+  os.symlink('loop', tmp_path / 'loop')
+  for path in (tmp_path / 'loop', tmp_path / 'loop' / 'run'):
+    with pytest.raises(UserError, match=f'{tmp_path / "loop"} is a symlink loop'):
+      workdir_lib.check_path(str(path), writes=False)
+  os.symlink('real', tmp_path / 'link')               # a link to a folder is fine
+  (tmp_path / 'real').mkdir()
+  workdir_lib.check_path(str(tmp_path / 'link' / 'run'), writes=True)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['link', 'loop', 'real']
+
+
+def test_training_files_that_cannot_be_written_are_refused_before_any_write(tmp_path):
+  import os
+  workdir = tmp_path / 'run'
+  workdir_lib.check_training_files(str(workdir))       # absent workdir: nothing to check
+  workdir.mkdir()
+  for name in ('train.lock', 'metrics.jsonl'):
+    (workdir / name).mkdir()
+    with pytest.raises(UserError, match=f'{name} is a folder, not the'):
+      workdir_lib.check_training_files(str(workdir))
+    with pytest.raises(UserError, match=f'{name} is a folder'):
+      with workdir_lib.training_lock(str(workdir)):
+        pass
+    (workdir / name).rmdir()
+    os.symlink(name, workdir / name)
+    with pytest.raises(UserError, match=f'{name} is a symlink loop'):
+      workdir_lib.check_training_files(str(workdir))
+    (workdir / name).unlink()
+    assert list(workdir.iterdir()) == []
+  (workdir / 'tensorboard').write_text('x')
+  with pytest.raises(UserError, match='tensorboard is a file, not the folder'):
+    workdir_lib.check_training_files(str(workdir))
+  (workdir / 'tensorboard').unlink()
+  (workdir / 'metrics.jsonl').write_text('{"step": 1}\n')
+  with workdir_lib.training_lock(str(workdir)):        # regular files: fine, left as they were
+    pass
+  assert (workdir / 'metrics.jsonl').read_text() == '{"step": 1}\n'
+
+
+def test_an_immutable_metrics_file_is_refused(tmp_path):
+  import os
+  import subprocess
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"step": 1}\n')
+  if os.system(f'chattr +i {path} 2>/dev/null') != 0:
+    pytest.skip('chattr +i is not available here')
+  try:
+    with pytest.raises(UserError, match=r'metrics.jsonl is not writable \(Operation not '):
+      workdir_lib.check_training_files(str(tmp_path))
+  finally:
+    subprocess.run(['chattr', '-i', str(path)], check=False)

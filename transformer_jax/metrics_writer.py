@@ -14,10 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from transformer_jax import workdir as workdir_lib
 from transformer_jax.errors import UserError
 
 # `<workdir>/tensorboard`: the event files, and the jax.profiler traces of train.profile_steps.
-TENSORBOARD_DIR = 'tensorboard'
+TENSORBOARD_DIR = workdir_lib.TENSORBOARD_DIR
 
 
 def sum_device_metrics(pending: List[Dict[str, Any]]) -> Dict[str, float]:
@@ -119,15 +120,21 @@ def _is_number(value: Any) -> bool:
 
 
 def read_records(path: str) -> List[Dict[str, Any]]:
-  """The records of a metrics.jsonl file ([] if absent); a line cut short by a kill is skipped."""
+  """The records of a metrics.jsonl file ([] if absent, or not a file).
+
+  A line that holds no record is skipped: one cut short by a kill, bytes that are not UTF-8
+  (e.g. garbage a crash or a full disk left at the end), or JSON that is not an object.
+  """
   records = []
-  if os.path.exists(path):
-    with open(path) as f:
+  if os.path.isfile(path):
+    with open(path, 'rb') as f:
       for line in f:
         try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError:
+          record = json.loads(line.decode('utf-8'))
+        except ValueError:       # JSONDecodeError and UnicodeDecodeError are ValueErrors
           continue
+        if isinstance(record, dict):
+          records.append(record)
   return records
 
 
@@ -138,8 +145,13 @@ def logged_minutes(path: str, step: int) -> float:
   training time spent on the way to that step; time lost after the last record before a
   preemption (at most one logging interval) is not counted.
   """
-  earlier = [r['minutes'] for r in read_records(path) if 'minutes' in r and r['step'] <= step]
+  earlier = [r['minutes'] for r in read_records(path) if _is_finite_number(r.get('step'))
+             and r['step'] <= step and _is_finite_number(r.get('minutes'))]
   return earlier[-1] if earlier else 0.0
+
+
+def _is_finite_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _ends_with_newline(path: str) -> bool:
@@ -161,13 +173,17 @@ class MetricsWriter:
     self._jsonl = None
     self._workdir = workdir
     if self.active:
-      from tensorboardX import SummaryWriter   # imported lazily: 1-2 s
-      self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
-      path = os.path.join(workdir, 'metrics.jsonl')
+      path = os.path.join(workdir, workdir_lib.METRICS_FILE)
       self._minutes_before = logged_minutes(path, start_step)
-      self._jsonl = open(path, 'a')
+      try:      # workdir.check_training_files checked it before the run was set up
+        self._jsonl = open(path, 'a', encoding='utf-8')
+      except OSError as e:
+        raise UserError(f'metrics could not be written to {path} ({e.strerror}): fix the cause '
+                        '(it must be a writable file), then resume') from None
       if self._jsonl.tell() and not _ends_with_newline(path):
         self._jsonl.write('\n')                  # after a line cut short by a kill
+      from tensorboardX import SummaryWriter   # imported lazily: 1-2 s
+      self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
 
   def write(self, step: int, split: str, metrics: Dict[str, float]) -> None:
     """Records `metrics` of `split` ('train', 'validation', ...) at `step`."""

@@ -8,11 +8,16 @@ the value, what it must be and the flag that fixes it, e.g.
   train.num_steps=0 is out of range: set --experiment.train.num_steps to an integer >= 1
 
 A value that would be clamped or ignored is refused the same way: a silently changed
-setting is worse than an error. Nothing here imports jax, so `launch.py` fails in well under
-a second on a bad override.
+setting is worse than an error. Integers are also held to what consumes them: jax computes in
+int32 (step counters, schedules, batch indices), so no integer may pass 2**31 - 1, and a jax
+key keeps only the low 32 bits of a seed, so seeds lie in [0, 2**32 - 1]. A training's
+`train.init_embeddings` file is read here too, so a malformed or non-finite one is refused
+before anything is written. Nothing here imports jax, so `launch.py` fails in well under a
+second on a bad override.
 """
 import dataclasses
 import math
+import os
 from typing import Any, Callable, Iterator, Optional, Tuple
 
 from transformer_jax import families
@@ -56,7 +61,21 @@ def _positive(v):
   return v > 0
 
 
+def _between(low, high):
+  return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
 _COUNT = 'an integer >= 1'
+INT32_MAX = 2**31 - 1          # jax computes in int32 (x64 off): the largest integer it holds
+SEED_MAX = 2**32 - 1           # a jax key keeps a seed's low 32 bits
+_SEED = f'an integer in [0, {SEED_MAX}]'
+_SEED_WHY = ('a jax key keeps only the low 32 bits of a seed: a larger or negative one would '
+             'repeat a seed of that range, or overflow')
+_NUMPY_SEED = 'an integer >= 0'
+_NUMPY_SEED_WHY = 'numpy random generators take no negative seed'
+# Integers that do not reach jax as int32 (numpy seeds), or that have their own range above.
+_NOT_INT32 = ('train.seed', 'decode.seed', 'data.shuffle_seed', 'data.copy_seed')
+_STEPS_WHY = 'step counters and the learning-rate schedule are int32 on the device'
 
 # The evaluation metrics `train.keep_best` may rank checkpoints by, and which way is better:
 # 'min' (lower is better) for the losses, 'max' (higher is better) for the scores.
@@ -70,6 +89,7 @@ _RATE = 'a value in [0, 1)'
 RULES: Tuple[Rule, ...] = (
     # train
     Rule('train.num_steps', _at_least(1), _COUNT),
+    Rule('train.seed', _between(0, SEED_MAX), _SEED, why=_SEED_WHY),
     Rule('train.log_every_steps', _at_least(1), _COUNT),
     Rule('train.eval_every_steps', _at_least(1), _COUNT),
     Rule('train.checkpoint_every_steps', _at_least(1), _COUNT),
@@ -96,6 +116,8 @@ RULES: Tuple[Rule, ...] = (
     Rule('optim.grad_accum_steps', _at_least(1), 'an integer >= 1 (1 switches accumulation off)'),
     # data
     Rule('data.tokens_per_batch', _at_least(1), _COUNT),
+    Rule('data.shuffle_seed', _at_least(0), _NUMPY_SEED, why=_NUMPY_SEED_WHY),
+    Rule('data.copy_seed', _at_least(0), _NUMPY_SEED, why=_NUMPY_SEED_WHY),
     Rule('data.max_len', _at_least(1), _COUNT),
     Rule('data.train_examples', _at_least(0), 'an integer >= 0 (0 keeps every training pair)'),
     Rule('data.vocab_size', _at_least(4), 'an integer >= 4 (pad, EOS, UNK and one piece)'),
@@ -123,6 +145,7 @@ RULES: Tuple[Rule, ...] = (
     Rule('decode.top_k', _at_least(0), 'an integer >= 0 (0 keeps every token)'),
     Rule('decode.top_p', lambda v: 0.0 < v <= 1.0, 'a value in (0, 1] (1 keeps every token)'),
     Rule('decode.num_samples', _at_least(1), _COUNT),
+    Rule('decode.seed', _between(0, SEED_MAX), _SEED, why=_SEED_WHY),
     Rule('decode.cache_stages', _at_least(1), 'an integer >= 1 (1 is a fixed-size cache)'),
 )
 
@@ -196,6 +219,7 @@ def check_config(config, training: bool = True) -> None:
     rule = _model_rule(name)
     if rule is not None:
       _check_rule(rule, value)
+  _check_int32(config)
   for key in ('model.dtype', 'model.param_dtype'):
     present, value = _lookup(config, key)
     if present and value == 'float16':
@@ -208,9 +232,58 @@ def check_config(config, training: bool = True) -> None:
   if training:
     _check_training_relations(config)
     check_keep_best(config)
+    check_init_embeddings(config)
     if 'profile_steps' in train and 'num_steps' in train:   # a fresh run; trainer.py re-checks
       profiling.window(train['profile_steps'], start_step=0,     # from where a run resumes
                        num_steps=train['num_steps'])
+
+
+def _int32_why(key: str, value: int) -> str:
+  """Why `value` of `key` cannot pass int32: what it feeds, in a few words."""
+  if key == 'data.tokens_per_batch':
+    gib = value * 4 / 2**30
+    return (f'one int32 array of a batch of {value} token slots takes {gib:,.0f} GiB, and jax '
+            'indexes it in int32')
+  if key.endswith('_steps'):
+    return _STEPS_WHY
+  return 'jax computes integers in int32'
+
+
+def _check_int32(config) -> None:
+  """Refuses an integer (or an integer in a list) outside int32, naming what it feeds."""
+  for key, value in _items(config):
+    if key in _NOT_INT32:
+      continue
+    listed = isinstance(value, (list, tuple))
+    for item in value if listed else (value,):
+      if not isinstance(item, int) or isinstance(item, bool) or -INT32_MAX - 1 <= item <= INT32_MAX:
+        continue
+      bound = f'<= {INT32_MAX}' if item > 0 else f'>= {-INT32_MAX - 1}'
+      bound = f'integers {bound}' if listed else f'an integer {bound}'
+      hint = (' (the paper\'s base model trains on about 25000)'
+              if key == 'data.tokens_per_batch' else '')
+      raise UserError(f'{key}={value!r} is out of range ({_int32_why(key, item)}): set '
+                      f'--experiment.{key} to {bound}{hint}')
+
+
+def check_init_embeddings(config) -> None:
+  """Reads a training's `train.init_embeddings` file (if it exists; a missing one is
+  components.preflight's to report), so that a malformed file, or one holding NaN or inf,
+  is refused with its line before anything is written; its vectors must also have the width
+  of the model's embeddings (`model.model_dim`, or `model.embed_dim`)."""
+  path = config.get('train', {}).get('init_embeddings')
+  if not path or not os.path.isfile(path):
+    return
+  from transformer_jax import word_vectors  # pylint: disable=import-outside-toplevel
+  dim = word_vectors.check_word2vec_text(path)
+  model = config.get('model', {})
+  width = model.get('model_dim') or model.get('embed_dim')
+  if width and dim != width:
+    name = 'model_dim' if model.get('model_dim') else 'embed_dim'
+    raise UserError(f'{path}: its word vectors have dim {dim} but model.{name} is {width}: '
+                    'train vectors of that size (experiments/word2vec.py with '
+                    f'--experiment.model.embed_dim={width}) or set '
+                    '--experiment.train.init_embeddings=""')
 
 
 def keep_best_choices(config) -> Tuple[str, ...]:

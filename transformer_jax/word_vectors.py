@@ -7,11 +7,13 @@ share is reported as `simlex_coverage`). `eval_metrics` is the word2vec family's
 `evaluation.EXTRA_METRICS`; it also writes nearest neighbours of probe words and exports
 the vectors as `<workdir>/vectors.txt` in the word2vec text format (`<count> <dim>`, then
 `word v1 ... vdim` per line).
+
+Importing this module loads no jax (each function that needs it imports it), so that
+validation.py can read a `train.init_embeddings` file before jax loads.
 """
 import os
 from typing import Dict, List, Sequence, Tuple
 
-import jax
 import numpy as np
 from absl import logging
 
@@ -104,24 +106,88 @@ def save_word2vec_text(path: str, vocab: Sequence[str], vectors) -> None:
   os.replace(tmp, path)
 
 
+# The fix a malformed vectors file is refused with.
+_REGENERATE = ('regenerate it in word2vec text format (a word2vec run, experiments/word2vec.py, '
+               'writes <workdir>/vectors.txt), or set --experiment.train.init_embeddings=""')
+
+
+def _header(path: str, raw: bytes) -> Tuple[int, int]:
+  """(count, dim) of the first line, `<count> <dim>`."""
+  text = raw.decode('utf-8', 'replace').strip()
+  fields = text.split()
+  if len(fields) == 2 and all(f.isascii() and f.isdigit() for f in fields) and int(fields[1]) > 0:
+    return int(fields[0]), int(fields[1])
+  shown = text if len(text) <= 40 else text[:40] + '...'
+  raise UserError(f'{path}:1: header {shown!r} is not "<count> <dim>" (two integers, dim >= 1): '
+                  f'{_REGENERATE}')
+
+
+def _row(path: str, number: int, fields: List[str]) -> np.ndarray:
+  """The float32 vector of a line's fields after the word; a field that is no number is refused."""
+  try:
+    with np.errstate(over='ignore'):     # '1e40' overflows float32 to inf: refused later
+      return np.asarray(fields[1:], np.float32)
+  except ValueError:
+    pass
+  for position, value in enumerate(fields[1:], start=1):
+    try:
+      float(value)
+    except ValueError:
+      shown = value if len(value) <= 20 else value[:20] + '...'
+      raise UserError(f'{path}:{number}: value {position} of {fields[0]!r} is {shown!r}, not a '
+                      f'number: {_REGENERATE}') from None
+  raise UserError(f'{path}:{number}: the values of {fields[0]!r} are not numbers: {_REGENERATE}')
+
+
+def _parse_word2vec_text(path: str) -> Tuple[List[str], np.ndarray]:
+  """(words, float32 [count, dim]); any malformed line, or a NaN or infinite value, is a
+  UserError naming the file and the line."""
+  with open(path, 'rb') as f:
+    count, dim = _header(path, f.readline())
+    words, rows = [], []
+    for number, raw in enumerate(f, start=2):
+      try:
+        line = raw.decode('utf-8').rstrip('\r\n')
+      except UnicodeDecodeError:
+        raise UserError(f'{path}:{number}: not UTF-8 text: {_REGENERATE}') from None
+      fields = line.split(' ')
+      if len(fields) != dim + 1:
+        raise UserError(f'{path}:{number}: expected a word and {dim} numbers, got '
+                        f'{len(fields) - 1}: {_REGENERATE}')
+      words.append(fields[0])
+      rows.append(_row(path, number, fields))
+  if len(words) != count:
+    raise UserError(f'{path}:1: header says {count} words, file has {len(words)}: {_REGENERATE}')
+  vectors = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+  finite = np.isfinite(vectors)
+  if not finite.all():
+    row, column = (int(i[0]) for i in np.nonzero(~finite))
+    raise UserError(f'{path}:{row + 2}: value {column + 1} of {words[row]!r} is '
+                    f'{vectors[row, column]}, which would make the loss NaN from the first step '
+                    '(did the word2vec run that wrote it diverge?): regenerate it from a run whose '
+                    'vectors are finite, or set --experiment.train.init_embeddings=""')
+  return words, vectors
+
+
 def load_word2vec_text(path: str) -> Tuple[List[str], np.ndarray]:
-  """(words, float32 [count, dim]) of a word2vec text file."""
+  """(words, float32 [count, dim]) of a word2vec text file.
+
+  Raises:
+    UserError: the file is missing, malformed (header, a line's field count, a value that is
+      no number, bytes that are not UTF-8) or holds a NaN or infinite value; the message
+      names the file, the line and the fix.
+  """
   if not os.path.isfile(path):
     raise UserError(f'no word vectors file {os.path.abspath(path)}: set '
                     '--experiment.train.init_embeddings to a vectors.txt (word2vec text format)')
-  with open(path, encoding='utf-8') as f:
-    count, dim = (int(x) for x in f.readline().split())
-    words, rows = [], []
-    for number, line in enumerate(f, start=2):
-      fields = line.rstrip('\n').split(' ')
-      if len(fields) != dim + 1:
-        raise UserError(f'{path}:{number}: expected a word and {dim} numbers, got '
-                        f'{len(fields) - 1}: regenerate the file in word2vec text format')
-      words.append(fields[0])
-      rows.append(np.asarray(fields[1:], np.float32))
-  if len(words) != count:
-    raise UserError(f'{path}: header says {count} words, file has {len(words)}: regenerate it')
-  return words, np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+  return _parse_word2vec_text(path)
+
+
+def check_word2vec_text(path: str) -> int:
+  """Reads the word2vec text file `path` as `load_word2vec_text` does, raising the same
+  UserErrors; returns its vectors' dim. validation.py calls it (no jax loaded) so that a bad
+  file is refused before a training writes anything."""
+  return load_word2vec_text(path)[1].shape[1]
 
 
 def _probe_words(eval_config) -> List[str]:
@@ -140,6 +206,7 @@ def write_neighbours(path: str, vocab, vectors, probes: Sequence[str]) -> None:
 def eval_metrics(evaluator, params, step: int) -> Dict[str, float]:
   """SimLex-999 metrics of the word2vec input vectors; process 0 also writes
   `eval/neighbours_step<N>.txt` and `vectors.txt` in the workdir."""
+  import jax                                     # pylint: disable=import-outside-toplevel
   from transformer_jax.models import word2vec   # pylint: disable=import-outside-toplevel
   host_params = evaluator.parts.runner.get_state(params)
   vectors = np.asarray(jax.device_get(word2vec.input_embeddings(host_params)))
@@ -174,6 +241,7 @@ def set_embedding_rows(params, pieces: Sequence[str], words: Sequence[str], vect
   Returns:
     (new params, number of ids set per table).
   """
+  import jax                                     # pylint: disable=import-outside-toplevel
   vectors = np.asarray(vectors)
   if vectors.shape[1] != model_dim:
     raise UserError(f'word vectors have dim {vectors.shape[1]} but model_dim is {model_dim}: '
@@ -205,6 +273,7 @@ def init_embeddings(state, tokenizer, path: str, model_config):
   Returns:
     the state with the rows of every piece that is a word of the file replaced.
   """
+  import jax                                     # pylint: disable=import-outside-toplevel
   model_dim = getattr(model_config, 'model_dim', None) or model_config.embed_dim
   if not hasattr(tokenizer, 'pieces'):
     raise UserError('train.init_embeddings needs a sentencepiece tokenizer: set '

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 from typing import Any, Dict, Iterator, List
 
@@ -19,6 +20,11 @@ from transformer_jax.errors import UserError
 
 CONFIG_FILE = 'config.json'
 LOCK_FILE = 'train.lock'     # held by the one process training in the workdir
+METRICS_FILE = 'metrics.jsonl'     # appended to by a training (metrics_writer.py)
+TENSORBOARD_DIR = 'tensorboard'    # its event files and profiler traces (metrics_writer.py)
+# Bytes kept free below PATH_MAX for the deepest file a run writes under its workdir (a
+# checkpoint's array shard is about 75 bytes deep, a prepared dataset's record file up to 120).
+PATH_RESERVE = 256
 # Keys (section or section.field) that must match for a run to resume in a workdir.
 PINNED = ('model', 'data', 'optim', 'train.seed', 'train.label_smoothing')
 
@@ -110,7 +116,8 @@ def saved_steps(workdir: str) -> List[int]:
 
 
 def check_path(workdir: str, writes: bool) -> None:
-  """Refuses a workdir that is not a folder, or (when the mode `writes`) cannot be written.
+  """Refuses a workdir that is not a folder, whose path cannot be resolved (a name longer
+  than its file system allows, a symlink loop), or (when the mode `writes`) cannot be written.
 
   Checked before anything is built, so a read-only or mistyped workdir fails at once rather
   than after a training has started or an evaluation has run.
@@ -118,6 +125,7 @@ def check_path(workdir: str, writes: bool) -> None:
   if not workdir:
     raise UserError('--workdir is empty: give a folder, or omit the flag for '
                     'runs/<experiment>[_<variant>]')
+  _check_resolvable(workdir)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f'--workdir {workdir} is a file, not a folder: give a folder path')
   if not writes:
@@ -135,6 +143,87 @@ def check_path(workdir: str, writes: bool) -> None:
                     f'{workdir} could not save anything: fix its permissions or give another '
                     '--workdir') from None
 
+
+def _pathconf(path: str, name: str, default: int) -> int:
+  try:
+    return os.pathconf(path, name)
+  except (OSError, ValueError):
+    return default
+
+
+def _shortened(name: str, keep: int = 24) -> str:
+  return name if len(name) <= keep else f'{name[:keep]}...'
+
+
+def _check_resolvable(workdir: str) -> None:
+  """Refuses a workdir path the system cannot resolve: a name longer than its file system
+  allows (PC_NAME_MAX), a path too long for the files a run writes below it (PC_PATH_MAX),
+  or a symlink loop on the way. Each would otherwise fail at the first write, with the
+  errno's traceback."""
+  path = os.path.join(os.getcwd(), workdir)
+  path_max = _pathconf(os.getcwd(), 'PC_PATH_MAX', 4096)
+  length = len(os.fsencode(path))
+  if length + PATH_RESERVE > path_max:
+    raise UserError(f'--workdir {_shortened(workdir, 60)} is {length} bytes long as an absolute '
+                    f'path: the files a run writes below it would pass the {path_max} bytes a '
+                    'path may have: give a shorter --workdir')
+  reached, folder = os.sep, os.sep      # the prefix so far, and its last existing folder
+  for name in path.split(os.sep):
+    if name in ('', '.'):
+      continue
+    name_max = _pathconf(folder, 'PC_NAME_MAX', 255)
+    if len(os.fsencode(name)) > name_max:
+      raise UserError(f'--workdir holds the name {_shortened(name)!r} of {len(os.fsencode(name))} '
+                      f'bytes, longer than the {name_max} bytes a file name may have on '
+                      f'{folder}: give a --workdir with shorter names')
+    reached = os.path.join(reached, name)
+    try:
+      mode = os.stat(reached).st_mode
+    except OSError as e:
+      if e.errno == errno.ELOOP:
+        raise UserError(f'--workdir {workdir} cannot be reached: {reached} is a symlink loop (it '
+                        'points, directly or through other links, back to itself): fix or remove '
+                        'the link, or give another --workdir') from None
+      continue       # absent (created by the run) or below a file (check_path says so)
+    if stat.S_ISDIR(mode):
+      folder = reached
+
+
+def check_training_files(workdir: str) -> None:
+  """Refuses the files a training writes in place in `workdir` when it could not write them.
+
+  `train.lock` and `metrics.jsonl` must be regular writable files (or absent: the training
+  creates them), and `tensorboard` a folder (or absent). A folder, a symlink loop or an
+  immutable file there would otherwise fail only once the run is set up, with a traceback;
+  checked before the training writes anything (`training_lock` calls it first). The probe
+  opens each existing file for appending and closes it, which changes nothing in it.
+  """
+  for name, kind in ((LOCK_FILE, 'the lock a training takes'),
+                     (METRICS_FILE, 'the log a training appends its metrics to'),
+                     (TENSORBOARD_DIR, 'the folder of the TensorBoard event files')):
+    path = os.path.join(workdir, name)
+    fix = 'move it away (a training makes a new one) or give another --workdir'
+    try:
+      mode = os.stat(path).st_mode
+    except FileNotFoundError:
+      continue
+    except OSError as e:
+      what = ('a symlink loop (it points, directly or through other links, back to itself)'
+              if e.errno == errno.ELOOP else f'unreadable ({e.strerror})')
+      raise UserError(f'{path} is {what}, not {kind}: {fix}') from None
+    if name == TENSORBOARD_DIR:
+      if not stat.S_ISDIR(mode):
+        raise UserError(f'{path} is a file, not {kind}: {fix}')
+      continue
+    if not stat.S_ISREG(mode):
+      found = 'a folder' if stat.S_ISDIR(mode) else 'not a regular file'
+      raise UserError(f'{path} is {found}, not {kind}: {fix}')
+    try:
+      os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+    except OSError as e:
+      raise UserError(f'{path} is not writable ({e.strerror}), so a training could not use it '
+                      f'as {kind}: fix its permissions (chattr -i, chmod u+w) or give another '
+                      '--workdir') from None
 
 
 def lock_holder(workdir: str):
@@ -160,12 +249,20 @@ def training_lock(workdir: str) -> Iterator[None]:
   killed run never leaves a stale lock behind. The file records the holder's pid and host so
   that a refused second training can say which process holds the workdir.
 
+  Before it writes anything, `check_training_files` checks that the lock and the other files
+  a training writes in place can be written.
+
   Raises:
-    UserError: another process holds the lock.
+    UserError: another process holds the lock, or a training's file cannot be written.
   """
+  check_training_files(workdir)
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise UserError(f'{path} could not be opened as the lock a training takes ({e.strerror}): '
+                    'fix the cause or give another --workdir') from None
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
