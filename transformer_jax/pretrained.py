@@ -17,6 +17,8 @@ import json
 import os
 import re
 import types
+import zipfile
+import zlib
 from typing import Any, Dict, List, Optional, Sequence
 
 import jax
@@ -32,6 +34,7 @@ from transformer_jax import generate
 from transformer_jax import losses
 from transformer_jax import predict
 from transformer_jax import validation
+from transformer_jax import workdir as workdir_lib
 from transformer_jax.data import batching
 from transformer_jax.data import tokenizer as tokenizer_lib
 from transformer_jax.errors import UserError
@@ -43,8 +46,12 @@ _MAKE_ONE = ('make one with python launch.py --mode=export --workdir=<a trained 
 def load_pretrained(path: str) -> 'Pretrained':
   """The model exported to `path` (by `launch.py --mode=export`), on the default device.
 
+  The checksums the export recorded (export.py) are verified before a file is used: a damaged
+  or edited file is refused by name. Exports written before checksums load unchecked.
+
   Raises:
-    UserError: `path` is not an export, or its files do not fit together.
+    UserError: `path` is not an export, a file of it is damaged or edited, or its files do not
+      fit together.
   """
   path = os.fspath(path)
   missing = [name for name in (export.MODEL_FILE, export.RUN_FILE, export.PARAMS_FILE)
@@ -52,51 +59,140 @@ def load_pretrained(path: str) -> 'Pretrained':
   if missing:
     raise UserError(f'{path} is not a transformer_jax export (no {", ".join(missing)}): '
                     f'give the folder --mode=export wrote, or {_MAKE_ONE}')
-  model_record, run = (_read_json(os.path.join(path, name))
-                       for name in (export.MODEL_FILE, export.RUN_FILE))
-  try:
-    family = families.get(model_record['family'])
-    fields = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in model_record['config'].items()}
-    model_config = family.config_class()(**fields)
-  except (KeyError, TypeError, ValueError) as e:
-    raise UserError(f'{path}/{export.MODEL_FILE} does not describe a model this transformer_jax '
-                    f'builds ({e}): export the run again with this version; {_MAKE_ONE}') from None
+  run = _read_json(os.path.join(path, export.RUN_FILE), _reexport(path, None))
+  fix = _reexport(path, run)
+  record = export.verified_record(path, run, fix)
+  _check_run(path, run, fix)
+  family, model_config = _model_config(path, record['model'] if record else None, fix)
+  damaged = None
+  if record is not None:
+    damaged = export.damaged_file(path, record)
+    if damaged not in (None, export.PARAMS_FILE):     # before sentencepiece reads a bad model
+      raise export.damage_error(path, damaged, record, fix)
   parts = components.Components(
-      tokenizer=_load_tokenizer(path, run['tokenizer']), model_config=model_config,
+      tokenizer=_load_tokenizer(path, run['tokenizer'], fix), model_config=model_config,
       model=family.model_class()(model_config), family=family, tx=optax.identity(),
       learning_rate_fn=None, runner=_DefaultDevice())
-  params = _load_params(os.path.join(path, export.PARAMS_FILE), parts)
+  # Reading a damaged params.npz first says what is wrong where it can (unreadable, shapes).
+  params = _load_params(os.path.join(path, export.PARAMS_FILE), parts, record, fix)
+  if damaged is not None:
+    raise export.damage_error(path, damaged, record, fix)
   return Pretrained(parts, params, run, path)
 
 
-def _read_json(file: str) -> Dict[str, Any]:
+def _reexport(path: str, run: Optional[Dict[str, Any]]) -> str:
+  """The fix for a damaged export: export its run again. The run is run.json's source workdir,
+  or, where run.json cannot say, the folder holding the export when it is a run (the default
+  --export_dir is <workdir>/export)."""
+  source = run.get('source') if isinstance(run, dict) else None
+  workdir = source.get('workdir') if isinstance(source, dict) else None
+  parent = os.path.dirname(os.path.abspath(path))
+  if (not isinstance(workdir, str)
+      and os.path.isfile(os.path.join(parent, workdir_lib.CONFIG_FILE))):
+    workdir = parent
+  return ('re-export it from its run into a new folder: python launch.py --mode=export '
+          f'--workdir={workdir if isinstance(workdir, str) else "<run>"} '
+          '--export_dir=<new folder>')
+
+
+def _one_line(error: BaseException) -> str:
+  return ' '.join(str(error).split()) or type(error).__name__
+
+
+def _read_json(file: str, fix: str) -> Dict[str, Any]:
+  """A JSON object of this export format, or a UserError naming `file`."""
   try:
-    with open(file) as f:
+    with open(file, encoding='utf-8') as f:
       content = json.load(f)
-  except ValueError as e:
-    raise UserError(f'{file} is not valid JSON ({e}): export the run again; {_MAKE_ONE}') from None
+  except ValueError as e:         # UnicodeDecodeError included
+    raise UserError(f'{file} is not valid JSON ({_one_line(e)}): {fix}') from None
+  except OSError as e:
+    raise UserError(f'{file} cannot be read ({e.strerror}): fix its permissions, or {fix}'
+                    ) from None
+  if not isinstance(content, dict):
+    raise UserError(f'{file} holds a JSON {type(content).__name__}, not the object an export '
+                    f'writes: {fix}')
   if content.get('format') != export.FORMAT:
     raise UserError(f'{file} has export format {content.get("format")!r}, this transformer_jax '
                     f'reads {export.FORMAT}: export the run again with this version; {_MAKE_ONE}')
   return content
 
 
-def _load_tokenizer(path: str, record: Dict[str, Any]):
+def _check_run(path: str, run: Dict[str, Any], fix: str) -> None:
+  """Refuses a run.json without the objects that load_pretrained and Pretrained read."""
+  for key in ('tokenizer', 'decode', 'data', 'source'):
+    if not isinstance(run.get(key, {}), dict) or (key != 'source' and key not in run):
+      raise UserError(f'{path}/{export.RUN_FILE} has no {key!r} object, which an export '
+                      f'writes: {fix}')
+
+
+def _model_config(path: str, exported: Optional[Dict[str, Any]], fix: str):
+  """(family, config dataclass) from model.json, checked against the exported model config
+  (run.json's checksums) when there is one: as written, then as this version resolves it."""
+  model_record = _read_json(os.path.join(path, export.MODEL_FILE), fix)
+  if exported is not None:
+    export.check_model_record(path, model_record, exported, fix)
+  try:
+    family = families.get(model_record['family'])
+    fields = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in model_record['config'].items()}
+    model_config = family.config_class()(**fields)
+  except (KeyError, TypeError, ValueError, AttributeError) as e:
+    raise UserError(f'{path}/{export.MODEL_FILE} does not describe a model this transformer_jax '
+                    f'builds ({_one_line(e)}): export the run again with this version; '
+                    f'{_MAKE_ONE}') from None
+  if exported is not None:
+    export.check_resolved_model(path, family.name,
+                                json.loads(json.dumps(dataclasses.asdict(model_config))),
+                                exported, fix)
+  return family, model_config
+
+
+def _load_tokenizer(path: str, record: Dict[str, Any], fix: str):
+  """The tokenizer run.json names; a damaged sentencepiece model is a UserError naming it."""
   if record.get('kind') == 'identity':
-    return tokenizer_lib.IdentityTokenizer(record['vocab_size'])
+    try:
+      return tokenizer_lib.IdentityTokenizer(record['vocab_size'])
+    except (KeyError, TypeError, ValueError):
+      raise UserError(f'{path}/{export.RUN_FILE} has no integer tokenizer vocab_size: '
+                      f'{fix}') from None
   if record.get('kind') == 'sentencepiece':
-    return tokenizer_lib.Tokenizer(os.path.join(path, record['file']))
+    file = os.path.join(path, str(record.get('file', export.TOKENIZER_FILE)))
+    if not os.path.isfile(file) or os.path.getsize(file) == 0:
+      how = 'is empty' if os.path.isfile(file) else 'is missing'
+      raise UserError(f'{file} {how}, and {export.RUN_FILE} names it as the sentencepiece '
+                      f'model: copy the whole export folder again, or {fix}')
+    try:
+      return tokenizer_lib.Tokenizer(file)
+    except (RuntimeError, OSError) as e:
+      raise UserError(f'{file} is not a sentencepiece model ({_one_line(e)}): copy the whole '
+                      f'export folder again, or {fix}') from None
   raise UserError(f'{path}/{export.RUN_FILE} names an unknown tokenizer kind '
                   f'{record.get("kind")!r}: export the run again with this version; {_MAKE_ONE}')
 
 
-def _load_params(file: str, parts):
+def _read_params(file: str, record: Optional[Dict[str, Any]], fix: str) -> Dict[str, np.ndarray]:
+  """params.npz's arrays by name; a file numpy cannot read is a UserError naming it."""
+  try:
+    with np.load(file) as saved:
+      if not isinstance(saved, np.lib.npyio.NpzFile):
+        raise ValueError('not an .npz archive')
+      return {name: saved[name] for name in saved.files}
+  except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib.error,
+          AttributeError, TypeError) as e:
+    size = os.path.getsize(file)
+    expected = (record or {}).get('sizes', {}).get(export.PARAMS_FILE)
+    sizes = (f'; it has {size} bytes, the export wrote {expected}' if expected is not None
+             and expected != size else f'; it has {size} bytes')
+    raise UserError(f'{file} cannot be read ({_one_line(e)[:200]}{sizes}): it is truncated or '
+                    f'damaged; copy the whole export folder again, or {fix}') from None
+
+
+def _load_params(file: str, parts, record: Optional[Dict[str, Any]], fix: str):
   """params.npz as the model's param tree (its dtypes), checked against the shapes init makes."""
+  flat = _read_params(file, record, fix)
   template = jax.eval_shape(lambda: components.init_state(parts, 0)).params
   expected = traverse_util.flatten_dict(template, sep='/')
-  with np.load(file) as saved:
-    flat = {name: saved[name] for name in saved.files}
   problems = sorted(set(expected) ^ set(flat))
   problems = ([f'{name} is {"missing" if name in expected else "not in the model"}'
                for name in problems] +
@@ -106,7 +202,7 @@ def _load_params(file: str, parts):
   if problems:
     raise UserError(f'{file} does not fit its {export.MODEL_FILE} ({problems[0]}'
                     f'{f" and {len(problems) - 1} more" if len(problems) > 1 else ""}): '
-                    f'export the run again; {_MAKE_ONE}')
+                    f'{fix}')
   params = {name: jnp.asarray(value, expected[name].dtype) for name, value in flat.items()}
   return parts.runner.put_state(traverse_util.unflatten_dict(params, sep='/'))
 

@@ -110,6 +110,9 @@ def saved_steps(workdir: str) -> List[int]:
   """The finished checkpoint steps on disk (orbax renames a step's folder to its number only
   once it is complete), read without opening orbax; possibly damaged, see checkpoint.py."""
   folder = os.path.join(workdir, 'checkpoints')
+  if os.path.lexists(folder) and not os.path.isdir(folder):
+    raise UserError(f'{folder} is not a folder: move it aside (a run keeps its checkpoints '
+                    'there), or give a new --workdir')
   if not os.path.isdir(folder):
     return []
   return sorted(int(name) for name in os.listdir(folder) if name.isdigit())

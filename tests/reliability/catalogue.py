@@ -347,6 +347,7 @@ from tests.reliability import cases_checkpoints  # pylint: disable=wrong-import-
 from tests.reliability import cases_cli  # pylint: disable=wrong-import-position
 from tests.reliability import cases_export  # pylint: disable=wrong-import-position
 from tests.reliability import cases_integrity  # pylint: disable=wrong-import-position
+from tests.reliability import cases_sweeps  # pylint: disable=wrong-import-position
 
 CASES += (cases_checkpoints.CASES + cases_cli.CASES + cases_export.CASES +
-          cases_integrity.CASES)
+          cases_integrity.CASES + cases_sweeps.CASES)
