@@ -21,6 +21,17 @@ head of d_k 128 and eight of d_k 16 (h x d_k = 128, equal parameters). Three see
 seed sets initialisation, dropout and data order alike.
 
 `:smoke` is the same sweep on the copy task with a few steps (tests/sweep_test.py).
+
+Status (2026-12-07): running on the 2-core CPU (Intel Xeon), two members at a time pinned one
+per core, with the code of commit 5861523 (every member's provenance.json records it). Done
+members are archived in docs/ablations/converged/ with the partial report. Baseline, 2 seeds:
+plateau at 1,400 steps (best validation loss at step 1,000), 36 minutes a member beside other
+work, validation bleu_tok_lc 23.55 / 23.46. To go on elsewhere with the same code:
+  git worktree add ../convcode 5861523 && mkdir -p runs/converged && \
+      cp -r docs/ablations/converged/. runs/converged/
+  cd ../convcode && python launch.py --sweep=experiments/ablations/converged.py \
+      --workdir=<checkout>/runs/converged --sweep_parallel=2 --sweep_pin_cores
+then archive (--mode=archive --sweep_archive=docs/ablations/converged) and report from main.
 """
 from experiments.ablations import budgets
 from transformer_jax.sweep import Budget
