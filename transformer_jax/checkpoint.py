@@ -343,8 +343,7 @@ class Checkpointer:
       restored = self._manager.restore(step, args=args)
     meta, sums = _split_meta(restored[_META])
     checkpoint_errors.verify(restored[_STATE], sums)
-    checkpoint_integrity.verify(step, restored[_META], restored[_DATA],
-                                getattr(restored[_STATE], 'step', None))
+    checkpoint_integrity.verify(step, restored[_META], restored[_DATA])
     return restored[_STATE], restored[_DATA], meta
 
   def restore(self, template: PyTree, step: Optional[int] = None

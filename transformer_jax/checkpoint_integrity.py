@@ -2,8 +2,9 @@
 that refuse a step whose surroundings were changed after it was written.
 
 Every step's meta item holds, next to the caller's meta and the array checksums:
-  step          the step the state reached, which must be the folder's name: a renamed folder
-                (`mv checkpoints/4 checkpoints/6`) is damage, like a truncated file;
+  step          the step the checkpoint was saved at, which must be the folder's name: a
+                renamed folder (`mv checkpoints/4 checkpoints/6`) is damage, like a truncated
+                file;
   data_sha256   a SHA-256 of the data iterator's state (the `data` item), so an edited data
                 position is damage too, not a silent resume on other batches;
   seal          a SHA-256 of the meta item itself (canonical JSON without the seal), so an
@@ -40,12 +41,10 @@ def sealed(stored: Dict[str, Any], step: int, data_state: Any) -> Dict[str, Any]
   return out
 
 
-def verify(step: int, stored: Any, data_state: Any = None, state_step: Any = None) -> None:
+def verify(step: int, stored: Any, data_state: Any = None) -> None:
   """Raises DamagedStepError when the meta item of folder `step` was changed, names another
-  step, or does not match `data_state` (when read) or the state's own step counter."""
-  if state_step is not None and int(state_step) != step:
-    raise DamagedStepError(f'the folder is named {step} but its state is at step '
-                           f'{int(state_step)} (a renamed step folder)')
+  step, or does not match `data_state` (when read). (The state's own counter is not compared:
+  it counts optimizer updates, which differ from the step with gradient accumulation.)"""
   if not isinstance(stored, dict) or SEAL not in stored:
     return                                         # written before these records existed
   unsealed = {k: v for k, v in stored.items() if k != SEAL}
