@@ -24,9 +24,10 @@ seed sets initialisation, dropout and data order alike.
 
 Status (2026-12-07): running on the 2-core CPU (Intel Xeon), two members at a time pinned one
 per core, with the code of commit 5861523 (every member's provenance.json records it). Done
-members are archived in docs/ablations/converged/ with the partial report. Baseline, 2 seeds:
-plateau at 1,400 steps (best validation loss at step 1,000), 36 minutes a member beside other
-work, validation bleu_tok_lc 23.55 / 23.46. To go on elsewhere with the same code:
+members are archived in docs/ablations/converged/ with the partial report (9 of 21: base,
+dropout 0, dropout 0.1). Validation bleu_tok_lc: base 23.67 +- 0.17 (plateau at 1,400-1,500
+steps), dropout 0 19.51 +- 0.24 (700-800), dropout 0.1 22.37 +- 0.23 (900); 4-14 minutes a
+member on an idle core, 36-54 beside other work. To go on elsewhere with the same code:
   git worktree add ../convcode 5861523 && mkdir -p runs/converged && \
       cp -r docs/ablations/converged/. runs/converged/
   cd ../convcode && python launch.py --sweep=experiments/ablations/converged.py \
