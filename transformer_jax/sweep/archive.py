@@ -22,7 +22,6 @@ The archive is itself a sweep folder:
                                          (the data is prepared again from the raw files).
 """
 import glob
-import json
 import os
 import shutil
 from typing import List
@@ -57,7 +56,7 @@ def _record_references(plan: runner.Plan, done, destination: str) -> None:
         continue
       with open(ref, encoding='utf-8') as f:
         lines = [line.rstrip('\n') for line in f]
-      data = json.load(open(os.path.join(folder, workdir_lib.CONFIG_FILE), encoding='utf-8'))['data']
+      data = report.member_data_config(folder)
       recorded[split] = {'sha256': report.references_digest(lines), 'lines': len(lines),
                          'data': {k: data.get(k) for k in ('dataset', 'raw_dir', 'source_lang',
                                                            'target_lang')}}

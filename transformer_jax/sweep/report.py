@@ -142,18 +142,23 @@ def references_digest(references: Sequence[str]) -> str:
   return hashlib.sha256('\n'.join(references).encode('utf-8')).hexdigest()
 
 
+def member_data_config(folder: str) -> Dict[str, Any]:
+  """The `data` section of a member's config.json ({} when it is missing or unreadable)."""
+  try:
+    with open(os.path.join(folder, 'config.json'), encoding='utf-8') as f:
+      data = json.load(f).get('data', {})
+  except (OSError, ValueError, AttributeError):
+    return {}
+  return data if isinstance(data, dict) else {}
+
+
 def _references_from_data(plan: runner.Plan, records, split: str) -> None:
   """References no member has: read from the data the members' config.json names (an
   archive), checked against the archive's recorded checksum when there is one."""
   missing = [r for r in records if r['references'] is None and r['hypotheses']]
   if not missing:
     return
-  config_path = os.path.join(missing[0]['folder'], 'config.json')
-  try:
-    with open(config_path, encoding='utf-8') as f:
-      data = json.load(f)['data']
-  except (OSError, ValueError, KeyError):
-    return
+  data = member_data_config(missing[0]['folder'])
   if data.get('dataset') != 'multi30k' or not os.path.isdir(data.get('raw_dir', '')):
     return
   from transformer_jax.data import multi30k
@@ -340,9 +345,7 @@ def write(plan: runner.Plan, split: str = 'validation', samples: int = 10000,
   if not records:
     raise UserError(f'no finished member of {plan.source} in {plan.workdir} has a {split} '
                     'evaluation yet: run the sweep first')
-  lang = json.load(open(os.path.join(records[0]['folder'], 'config.json'))).get(
-      'data', {}).get('target_lang', 'de') if os.path.exists(
-          os.path.join(records[0]['folder'], 'config.json')) else 'de'
+  lang = member_data_config(records[0]['folder']).get('target_lang', 'de')
   rows, comparisons, metrics = summarize(plan.sweep, records, samples, plan.allow_mixed, lang)
   metric = metrics[0]
   averaged = sorted({r['metrics'].get('checkpoints_averaged',
