@@ -41,10 +41,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transformer_jax import decode
-from transformer_jax import predict
-from transformer_jax.config import TransformerConfig
+from transformer_jax.decoding import decode
+from transformer_jax.decoding import predict
 from transformer_jax.models.transformer import Transformer
+from transformer_jax.nn.config import TransformerConfig
 
 EOS_ID = 1
 # name -> (search method, beam size)

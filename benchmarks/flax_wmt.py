@@ -21,7 +21,7 @@ encoder output in every step. Wall and CPU seconds as in decode_speed.py.
 Measured on the 2-core CPU (AMD EPYC, jax 0.10.2, flax 0.12.8), tiny, vocab 8000, batch 16,
 src_len 32, out_len 64, five runs: ours/theirs 1.59-1.87x by wall time, 1.79-2.06x by CPU
 time (ours 1.04-1.16 s a batch, theirs 1.72-2.16 s); the two models have 2.35M parameters
-each. With the blocked top-k (transformer_jax/top_k.py), on the AVX-512 machine of 2026-12-01,
+each. With the blocked top-k (transformer_jax/decoding/top_k.py), on the AVX-512 machine of 2026-12-01,
 three runs: ours 0.42-0.54 s, theirs 0.79-0.94 s, 1.74-1.89x by wall time, 1.90-2.09x by CPU.
 With our cache grown in 4 stages (--cache_stages=4, the default; see cache_stages.CacheStages), on
 the 2-core Intel Xeon (AVX-512, AMX) of 2026-12-02, three runs: ours 0.32-0.36 s, theirs
@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import decode_speed
-from transformer_jax import decode
-from transformer_jax import summary
+from transformer_jax.decoding import decode
+from transformer_jax.models import summary
 
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'transformer_jax', 'flax_sdist')
 

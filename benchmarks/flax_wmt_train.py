@@ -45,9 +45,11 @@ import numpy as np
 from benchmarks import decode_speed
 from benchmarks import flax_wmt
 from benchmarks.train_step_speed import make_optimizer
-from transformer_jax import parallel, steps, summary
-from transformer_jax.config import TransformerConfig
+from transformer_jax.models import summary
 from transformer_jax.models.transformer import Transformer
+from transformer_jax.nn.config import TransformerConfig
+from transformer_jax.train import parallel
+from transformer_jax.train import steps
 
 _STUBBED = ('tensorflow', 'clu', 'clu.metric_writers', 'clu.periodic_actions', 'input_pipeline',
             'bleu')

@@ -45,11 +45,11 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from transformer_jax import checkpoint
-from transformer_jax import components
+from transformer_jax.checkpoints import checkpoint
 from transformer_jax import data
-from transformer_jax import evaluation
-from transformer_jax import trainer
+from transformer_jax.evaluation import evaluators as evaluation
+from transformer_jax.train import components
+from transformer_jax.train import trainer
 
 _EXPERIMENT = config_flags.DEFINE_config_file(
     'experiment', 'experiments/multi30k.py:smoke', 'experiment file[:variant]; override fields '

@@ -26,9 +26,9 @@ import time
 import jax
 
 from benchmarks import decode_speed
-from transformer_jax import layers
-from transformer_jax import losses
-from transformer_jax import projected_loss
+from transformer_jax.nn import layers
+from transformer_jax.nn import losses
+from transformer_jax.nn import projected_loss
 
 
 def _fastest(fn, args, repeats):

@@ -7,8 +7,8 @@ uses a shared source-target vocabulary of about 37,000 tokens (§5.1, WMT 2014 e
 """
 import json
 
-from transformer_jax import summary
-from transformer_jax.config import TransformerConfig
+from transformer_jax.models import summary
+from transformer_jax.nn.config import TransformerConfig
 
 PAPER_VOCAB = 37_000
 

@@ -16,11 +16,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from transformer_jax import components
-from transformer_jax import heatmaps
-from transformer_jax import modes
-from transformer_jax import predict
-from transformer_jax import workdir as workdir_lib
+from transformer_jax.analysis import heatmaps
+from transformer_jax.base import workdir as workdir_lib
+from transformer_jax.decoding import predict
+from transformer_jax.train import components
+from transformer_jax.train import restored
 
 DEFAULT = ('A little girl climbs into a wooden playhouse.',
            'Two young men are playing soccer on a green field while people watch.')
@@ -31,7 +31,7 @@ def attention_maps(config, workdir, sentences):
   parts = components.build(config, workdir)
   if parts.family.name != 'rnn_seq2seq' or not parts.model_config.attention:
     raise SystemExit(f'error: {workdir} is not an RNN seq2seq run with attention')
-  params, _, _ = modes.restore_params(config, workdir, parts, None)
+  params, _, _ = restored.restore_params(config, workdir, parts, None)
   settings = predict.SearchSettings.from_config(config.decode)
   maps = []
   for sentence in sentences:

@@ -15,7 +15,7 @@ import argparse
 import json
 import math
 
-from transformer_jax import bleu
+from transformer_jax.evaluation import bleu
 
 
 def load(spec: str):

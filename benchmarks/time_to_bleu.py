@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-from transformer_jax import metrics_writer
+from transformer_jax.train import metrics_writer
 
 
 def read_curve(workdir: str, split: str = 'validation'):

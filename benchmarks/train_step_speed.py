@@ -19,9 +19,12 @@ import jax
 import numpy as np
 import ml_collections
 
-from transformer_jax import optim, parallel, steps, summary
-from transformer_jax.config import TransformerConfig
+from transformer_jax.models import summary
 from transformer_jax.models.transformer import Transformer
+from transformer_jax.nn.config import TransformerConfig
+from transformer_jax.train import optim
+from transformer_jax.train import parallel
+from transformer_jax.train import steps
 
 
 def make_optimizer(model_dim):

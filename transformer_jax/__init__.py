@@ -1,47 +1,79 @@
 """transformer_jax: the Transformer (Vaswani et al., 2017) and its relatives as functional Flax modules.
 
-The public names load lazily, so `import transformer_jax.config` (used by experiment
+The package is layered; each folder may import only the ones below it (pyproject.toml's
+import-linter contract, checked by the test suite):
+
+  experiments  the shipped experiment files (get_config) and ablation sweeps
+  cli          the command line (`transformer-jax`, `python launch.py`)
+  sweep        ablation sweeps: members, provenance, statistics, reports
+  run          the modes (train, eval, translate, sample, export) and config overrides
+  analysis     attention statistics and maps    | pretrained  export and load_pretrained
+  train        the loop, jitted steps, optimiser, parallelism, metrics, run assembly
+  evaluation   BLEU, evaluators, word-vector benchmarks
+  decoding     greedy/sampled/beam search, predict, generate | checkpoints  save, restore, damage
+  data         data sets, tokenizers, batching    | models  the model families and registry
+  nn           attention, positional encodings, layers, losses, model configs
+  base         the user-error type, path rules, checksums, run-folder rules
+
+The public names below load lazily, so `import transformer_jax.nn.config` (used by experiment
 files, which must not pull in jax) stays cheap.
 """
 import importlib
+import importlib.metadata
+
+try:
+  __version__ = importlib.metadata.version('transformer-jax')
+except importlib.metadata.PackageNotFoundError:    # a checkout on PYTHONPATH, not installed
+  __version__ = '0+unknown'
 
 _PUBLIC = {
-    'TransformerConfig': 'transformer_jax.config',
+    'TransformerConfig': 'transformer_jax.nn.config',
     'Transformer': 'transformer_jax.models.transformer',
     'Encoder': 'transformer_jax.models.transformer',
     'Decoder': 'transformer_jax.models.transformer',
-    'MultiHeadAttention': 'transformer_jax.attention',
-    'dot_product_attention': 'transformer_jax.attention',
-    'make_attention_mask': 'transformer_jax.attention',
-    'make_causal_mask': 'transformer_jax.attention',
-    'make_padding_mask': 'transformer_jax.attention',
-    'make_segment_mask': 'transformer_jax.attention',
-    'combine_masks': 'transformer_jax.attention',
-    'sinusoidal_table': 'transformer_jax.positional',
-    'apply_rotary': 'transformer_jax.positional',
-    'SinusoidalPositions': 'transformer_jax.positional',
-    'LearnedPositions': 'transformer_jax.positional',
-    'MultiplicativePositions': 'transformer_jax.positional',
-    'FeedForward': 'transformer_jax.layers',
-    'EncoderLayer': 'transformer_jax.layers',
-    'DecoderLayer': 'transformer_jax.layers',
-    'Embedder': 'transformer_jax.layers',
-    'TrainState': 'transformer_jax.steps',
-    'init_train_state': 'transformer_jax.steps',
-    'train_step': 'transformer_jax.steps',
-    'eval_step': 'transformer_jax.steps',
-    'beam_search': 'transformer_jax.decode',
-    'greedy_search': 'transformer_jax.decode',
-    'sample_search': 'transformer_jax.decode',
-    'UserError': 'transformer_jax.errors',
-    'load_pretrained': 'transformer_jax.pretrained',
-    'Pretrained': 'transformer_jax.pretrained',
+    'MultiHeadAttention': 'transformer_jax.nn.attention',
+    'dot_product_attention': 'transformer_jax.nn.attention',
+    'make_attention_mask': 'transformer_jax.nn.attention',
+    'make_causal_mask': 'transformer_jax.nn.attention',
+    'make_padding_mask': 'transformer_jax.nn.attention',
+    'make_segment_mask': 'transformer_jax.nn.attention',
+    'combine_masks': 'transformer_jax.nn.attention',
+    'sinusoidal_table': 'transformer_jax.nn.positional',
+    'apply_rotary': 'transformer_jax.nn.positional',
+    'SinusoidalPositions': 'transformer_jax.nn.positional',
+    'LearnedPositions': 'transformer_jax.nn.positional',
+    'MultiplicativePositions': 'transformer_jax.nn.positional',
+    'FeedForward': 'transformer_jax.nn.layers',
+    'EncoderLayer': 'transformer_jax.nn.layers',
+    'DecoderLayer': 'transformer_jax.nn.layers',
+    'Embedder': 'transformer_jax.nn.layers',
+    'TrainState': 'transformer_jax.train.steps',
+    'init_train_state': 'transformer_jax.train.steps',
+    'train_step': 'transformer_jax.train.steps',
+    'eval_step': 'transformer_jax.train.steps',
+    'beam_search': 'transformer_jax.decoding.decode',
+    'greedy_search': 'transformer_jax.decoding.decode',
+    'sample_search': 'transformer_jax.decoding.decode',
+    'UserError': 'transformer_jax.base.errors',
+    'load_pretrained': 'transformer_jax.pretrained.loading',
+    'Pretrained': 'transformer_jax.pretrained.loading',
 }
 
 __all__ = sorted(_PUBLIC)
 
 
+SUBPACKAGES = ('analysis', 'base', 'checkpoints', 'cli', 'data', 'decoding', 'evaluation',
+               'experiments', 'models', 'nn', 'pretrained', 'run', 'sweep', 'train')
+
+
+def __dir__():
+  """The public names, `__version__` and the subpackages, for dir(), help() and tab completion."""
+  return sorted(set(_PUBLIC) | set(SUBPACKAGES) | {'__version__'})
+
+
 def __getattr__(name):
+  if name in SUBPACKAGES:
+    return importlib.import_module(f'transformer_jax.{name}')
   if name not in _PUBLIC:
     raise AttributeError(f'module transformer_jax has no attribute {name!r}')
   return getattr(importlib.import_module(_PUBLIC[name]), name)

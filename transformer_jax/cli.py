@@ -16,7 +16,7 @@ a trained run (eval, translate, sample, visualize) take the run's own config.jso
 
   transformer-jax translate --workdir=runs/m30k --experiment.decode.beam_size=8
 
-Relative paths start in the current directory (transformer_jax/paths.py). Mistakes in flags,
+Relative paths start in the current directory (transformer_jax/base/paths.py). Mistakes in flags,
 configs or data end with one line naming the problem and the fix (exit code 2). Only this
 module (with cli_config.py) reads flags or calls `jax.config.update`.
 """
@@ -29,10 +29,10 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from transformer_jax import cli_config
-from transformer_jax import paths
-from transformer_jax import process_exit
-from transformer_jax.errors import UserError
+from transformer_jax.base.errors import UserError
+from transformer_jax.base import paths
+from transformer_jax.base import process_exit
+from transformer_jax.run import overrides as cli_config
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'run folder; default runs/<experiment>[_<variant>] '
                                'in the current directory')
@@ -46,7 +46,7 @@ _MODE = flags.DEFINE_enum('mode', 'train',
 
 
 class _StepParser(flags.ArgumentParser):
-  """--step: an integer, or 'best' (the step train.keep_best kept; modes.BEST_STEP)."""
+  """--step: an integer, or 'best' (the step train.keep_best kept; restored.BEST_STEP)."""
 
   def parse(self, argument):
     text = str(argument).strip()
@@ -249,8 +249,8 @@ def _run_or_fail(argv, launcher):
 
 def run(argv, launcher=DEFAULT_LAUNCHER):
   """Everything checkable from the flags and the config alone is checked before jax loads."""
-  from transformer_jax import validation
-  from transformer_jax import workdir as workdir_lib
+  from transformer_jax.base import workdir as workdir_lib
+  from transformer_jax.train import validation
   if len(argv) > 1:
     raise UserError(f'unexpected argument {argv[1]!r}: every option is a flag, e.g. '
                     '--experiment=experiments/multi30k.py --workdir=runs/m30k (see --help)')
@@ -274,7 +274,7 @@ def run(argv, launcher=DEFAULT_LAUNCHER):
   config, source = cli_config.resolve_config(workdir, mode=_MODE.value, run_modes=RUN_MODES,
                                              print_config=_PRINT_CONFIG.value)
   if _PRINT_CONFIG.value:
-    from transformer_jax import run_config
+    from transformer_jax.run import saved_config as run_config
     print(f'# {source}\n{run_config.describe(config)}')
     return
   validation.check_config(config, training=_MODE.value == 'train')
@@ -405,7 +405,7 @@ def _check_sweep_flags() -> None:
 
 def dispatch(mode: str, config, workdir: str) -> None:
   """Runs one mode on a checked config: one line per mode."""
-  from transformer_jax import modes
+  from transformer_jax.run import modes
   if mode == 'train':
     modes.train(config, workdir)
   elif mode == 'eval':
@@ -414,7 +414,7 @@ def dispatch(mode: str, config, workdir: str) -> None:
     prompts = _INPUT.value if flags.FLAGS['input'].present else None
     modes.sample(config, workdir, step=_STEP.value, input_path=prompts)
   elif mode == 'visualize':
-    from transformer_jax import visualize
+    from transformer_jax.analysis import visualize
     sentences = _INPUT.value if flags.FLAGS['input'].present else None
     visualize.visualize(config, workdir, step=_STEP.value, input_path=sentences)
   elif mode == 'translate':

@@ -1,6 +1,6 @@
 """Catalogue cases for sweep files and sweep folders: a get_sweep that returns something else
 or exits, repeated seeds, an archive target that is a file (see catalogue.py and runner.py;
-tests/sweep_report_test.py covers failed members, changed rows and damaged evaluations)."""
+tests/sweep/sweep_report_test.py covers failed members, changed rows and damaged evaluations)."""
 from tests.reliability.runner import Case
 
 T3_MINI = '--sweep=experiments/ablations/table3.py:mini'

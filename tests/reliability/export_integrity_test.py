@@ -21,9 +21,9 @@ import ml_collections
 import pytest
 
 import transformer_jax
-from transformer_jax import export
+from transformer_jax.base.errors import UserError
 from transformer_jax.data import tokenizer as tokenizer_lib
-from transformer_jax.errors import UserError
+from transformer_jax.pretrained import export
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LINES = ['5 6 7', '9 8', '4 4 5 6 7 8', '12 3 7 7 8 9 10 11']
@@ -296,7 +296,7 @@ KILLED_EXPORT = """
     import json, os, signal, sys
     import ml_collections
     import transformer_jax
-    from transformer_jax import export
+    from transformer_jax.pretrained import export
     source, target = sys.argv[1:]
     model = transformer_jax.load_pretrained(source)
     run = json.load(open(os.path.join(source, 'run.json')))

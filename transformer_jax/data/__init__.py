@@ -3,9 +3,6 @@ from transformer_jax.data.batching import default_bucket_lengths
 from transformer_jax.data.batching import pack_batch
 from transformer_jax.data.batching import pad_batch
 from transformer_jax.data.batching import unpack_batch
-from transformer_jax.data.copy_task import CopyTask
-from transformer_jax.data.multi30k import load_text_split
-from transformer_jax.data.multi30k import Multi30k
 from transformer_jax.data.pipeline import check_available
 from transformer_jax.data.pipeline import EvalData
 from transformer_jax.data.pipeline import Examples
@@ -15,6 +12,9 @@ from transformer_jax.data.pipeline import make_eval_batches
 from transformer_jax.data.pipeline import make_train_iterator
 from transformer_jax.data.pipeline import planned_vocab_size
 from transformer_jax.data.pipeline import TrainIterator
+from transformer_jax.data.sources.copy_task import CopyTask
+from transformer_jax.data.sources.multi30k import load_text_split
+from transformer_jax.data.sources.multi30k import Multi30k
 from transformer_jax.data.tokenizer import get_or_train_tokenizer
 from transformer_jax.data.tokenizer import IdentityTokenizer
 from transformer_jax.data.tokenizer import Tokenizer

@@ -18,7 +18,7 @@ and index arrays first (cheap, deterministic) and materialised one batch at a ti
 """
 import numpy as np
 
-from transformer_jax.errors import UserError
+from transformer_jax.base.errors import UserError
 
 PAD_ID = 0
 

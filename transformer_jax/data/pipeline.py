@@ -17,27 +17,27 @@ import os
 
 import numpy as np
 
-from transformer_jax.config import SPLITS
+from transformer_jax.base.errors import UserError
 from transformer_jax.data import batching
-from transformer_jax.data import copy_task
-from transformer_jax.data import multi30k
 from transformer_jax.data import raw_text
+from transformer_jax.data.sources import copy_task
+from transformer_jax.data.sources import multi30k
+from transformer_jax.data.sources import wmt14
 from transformer_jax.data import tokenizer as tokenizer_lib
-from transformer_jax.data import wmt14
 from transformer_jax.data.train_iterator import keep_sides
 from transformer_jax.data.train_iterator import SIDES
 from transformer_jax.data.train_iterator import slice_rows
 from transformer_jax.data.train_iterator import TrainIterator
-from transformer_jax.errors import UserError
+from transformer_jax.nn.config import SPLITS
 
 COPY_TASKS = copy_task.TASKS
 # Datasets of other layouts than (inputs, targets) translation pairs live in their own
 # modules, each with check_available, get_tokenizer, make_train_iterator and
 # make_eval_batches of the same signatures as the functions here.
 OTHER_LAYOUTS = {
-    'multi30k_mono': 'transformer_jax.data.monolingual',   # sentences of one language (LM)
-    'sst2': 'transformer_jax.data.sst2',                   # sentence + label (classifier)
-    'word2vec_text': 'transformer_jax.data.word_pairs',    # (center, context, negatives)
+    'multi30k_mono': 'transformer_jax.data.sources.monolingual',   # sentences of one language (LM)
+    'sst2': 'transformer_jax.data.sources.sst2',                   # sentence + label (classifier)
+    'word2vec_text': 'transformer_jax.data.sources.word_pairs',    # (center, context, negatives)
 }
 DATASETS = COPY_TASKS + ('multi30k', 'wmt14') + tuple(OTHER_LAYOUTS)
 # WMT 2014 en-de (the paper's data) as TFDS's own builder prepares it: read where a user

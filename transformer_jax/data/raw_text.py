@@ -11,11 +11,12 @@ import contextlib
 import gzip
 import os
 import select
+import sys
 import stat
 import zlib
 from typing import Iterator, List
 
-from transformer_jax.errors import UserError
+from transformer_jax.base.errors import UserError
 
 
 def check_folder(path: str, key: str, holds: str) -> None:
@@ -254,3 +255,32 @@ def _fixed_groups(lines, size: int, name: str, fix: str) -> Iterator[List[str]]:
       group = []
   if group:
     yield group
+
+
+INPUT_FIX = 'give --input as UTF-8 text (e.g. convert it with iconv -t UTF-8)'
+
+
+def check_stdin_open() -> None:
+  """Refuses to read a standard input that does not exist (fd 0 closed: sys.stdin is None)."""
+  if sys.stdin is None or sys.stdin.closed:
+    raise UserError('--input=- reads standard input, but it is closed: give --input=FILE, or '
+                    'pipe the lines in (e.g. `< lines.txt` or `cat lines.txt |`)')
+
+
+def read_input_lines(input_path: str) -> List[str]:
+  """The lines of --input (a file, or - for stdin), refusing bytes that are not UTF-8."""
+  fix = INPUT_FIX
+  if input_path == '-':
+    check_stdin_open()
+    stdin = getattr(sys.stdin, 'buffer', None)
+    if stdin is None:                          # already text (a test's StringIO)
+      return [line.rstrip('\r\n') for line in sys.stdin]
+    return raw_text.split_lines(stdin.read(), '<stdin>', fix)
+  if not os.path.exists(input_path):
+    raise UserError(f'--input file {input_path} does not exist: give a file of source sentences '
+                    'or - for stdin')
+  if os.path.isdir(input_path):
+    raise UserError(f'--input {input_path} is a folder: give a file of source sentences '
+                    'or - for stdin')
+  with open(input_path, 'rb') as f:
+    return raw_text.split_lines(f.read(), input_path, fix)

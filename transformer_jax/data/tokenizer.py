@@ -13,7 +13,7 @@ import tempfile
 import numpy as np
 import sentencepiece as spm
 
-from transformer_jax.errors import UserError
+from transformer_jax.base.errors import UserError
 
 PAD_ID = 0
 EOS_ID = 1

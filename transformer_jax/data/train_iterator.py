@@ -11,8 +11,8 @@ import threading
 import numpy as np
 from absl import logging
 
+from transformer_jax.base.errors import UserError
 from transformer_jax.data import batching
-from transformer_jax.errors import UserError
 
 # The sides of an example a batch carries (with their _position/_segmentation twins);
 # a language model's batches carry only ('targets',).

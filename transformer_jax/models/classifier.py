@@ -15,12 +15,12 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from transformer_jax import attention
-from transformer_jax import dropout
-from transformer_jax import objectives
-from transformer_jax import positional
-from transformer_jax.config import ClassifierConfig
 from transformer_jax.models import transformer
+from transformer_jax.nn import attention
+from transformer_jax.nn.config import ClassifierConfig
+from transformer_jax.nn import dropout
+from transformer_jax.nn import objectives
+from transformer_jax.nn import positional
 
 
 def prepend_class_token(inputs, positions, segmentation, class_id):

@@ -8,7 +8,7 @@ transposed embedding when `config.tie_output`). It predicts `targets` from
 
 With `decoding=True` each call takes one token per row, [n, 1], against a key/value
 cache (the Transformer decoder's cache and position counter); the first call, with an
-[n, max_decode_len] placeholder, only creates the cache. transformer_jax.generate
+[n, max_decode_len] placeholder, only creates the cache. transformer_jax.decoding.generate
 samples and searches through it.
 """
 from typing import ClassVar, Optional
@@ -16,9 +16,9 @@ from typing import ClassVar, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from transformer_jax import attention
-from transformer_jax.config import TransformerConfig
 from transformer_jax.models import transformer
+from transformer_jax.nn import attention
+from transformer_jax.nn.config import TransformerConfig
 
 
 class DecoderOnlyLM(nn.Module):

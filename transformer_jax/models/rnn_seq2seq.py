@@ -22,9 +22,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from transformer_jax import dropout
-from transformer_jax.config import RNNConfig
 from transformer_jax.models.transformer import shift_right
+from transformer_jax.nn.config import RNNConfig
+from transformer_jax.nn import dropout
 
 
 def make_cell(config: RNNConfig, name: str) -> nn.Module:

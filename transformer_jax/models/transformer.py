@@ -3,18 +3,18 @@
 `Transformer.encode` and `Transformer.decode` build every mask once, from padding
 (id 0) and, for packed batches, segment ids; the layers only receive them. With
 `decoding=True` the decoder runs one target position per call against a key/value cache
-(see `transformer_jax.decode`).
+(see `transformer_jax.decoding.decode`).
 """
 from typing import ClassVar, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from transformer_jax import attention
-from transformer_jax import layers
-from transformer_jax import positional
-from transformer_jax import projected_loss
-from transformer_jax.config import TransformerConfig
+from transformer_jax.nn import attention
+from transformer_jax.nn.config import TransformerConfig
+from transformer_jax.nn import layers
+from transformer_jax.nn import positional
+from transformer_jax.nn import projected_loss
 
 
 def shift_right(targets: jnp.ndarray, segmentation: Optional[jnp.ndarray] = None,

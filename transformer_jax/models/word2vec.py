@@ -11,9 +11,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from transformer_jax import objectives
-from transformer_jax.config import Word2VecConfig
-from transformer_jax.errors import UserError
+from transformer_jax.base.errors import UserError
+from transformer_jax.nn.config import Word2VecConfig
+from transformer_jax.nn import objectives
 
 
 def uniform_init(scale):

@@ -26,12 +26,12 @@ import os
 import shutil
 from typing import List
 
-from transformer_jax import early_stop
-from transformer_jax import workdir as workdir_lib
-from transformer_jax.errors import UserError
+from transformer_jax.base.errors import UserError
+from transformer_jax.base import workdir as workdir_lib
 from transformer_jax.sweep import provenance
 from transformer_jax.sweep import report
 from transformer_jax.sweep import runner
+from transformer_jax.train import early_stop
 
 # What a done member's folder keeps besides checkpoints, lock and TensorBoard events.
 # done.json goes last, so a copy cut short never looks done.

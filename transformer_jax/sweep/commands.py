@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 from absl import logging
 
-from transformer_jax.errors import UserError
+from transformer_jax.base.errors import UserError
 from transformer_jax.sweep import archive
 from transformer_jax.sweep import report
 from transformer_jax.sweep import runner

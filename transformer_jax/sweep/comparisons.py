@@ -17,7 +17,7 @@ Corpus BLEU metrics resample sentences through their sufficient statistics; othe
 
 Seed offsets come from the arms' own seeds when both have at least OWN_SEEDS_MIN, otherwise
 from the sweep's pooled residuals (all rows with 2 or more seeds): 2-3 seeds cannot estimate
-a variance on their own (tests/sweep_statistics_test.py: calibration). The pool assumes the
+a variance on their own (tests/sweep/sweep_statistics_test.py: calibration). The pool assumes the
 rows share one seed variance; an arm whose own seeds spread more than that allows (one-sided
 chi-square test, `_above_pool`) makes its comparisons use the arms' own seeds instead, with
 their few degrees of freedom (`seed_sd_above_pool` in the results, ‡ in the report).

@@ -15,7 +15,7 @@ import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from transformer_jax import metrics_writer
+from transformer_jax.train import metrics_writer
 
 WINDOW = 0.2          # the last 20% of the steps
 MIN_DROP = 0.01       # a relative fall of more than 1% is "still improving"

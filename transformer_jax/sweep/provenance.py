@@ -20,7 +20,7 @@ import subprocess
 import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
-from transformer_jax.errors import UserError
+from transformer_jax.base.errors import UserError
 
 SCHEMA = 1
 LIBRARIES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy', 'scipy',

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from absl import logging
 
-from transformer_jax.errors import UserError
+from transformer_jax.base.errors import UserError
 from transformer_jax.sweep import comparisons as comparisons_lib
 from transformer_jax.sweep import curves
 from transformer_jax.sweep import learning
@@ -161,7 +161,7 @@ def _references_from_data(plan: runner.Plan, records, split: str) -> None:
   data = member_data_config(missing[0]['folder'])
   if data.get('dataset') != 'multi30k' or not os.path.isdir(data.get('raw_dir', '')):
     return
-  from transformer_jax.data import multi30k
+  from transformer_jax.data.sources import multi30k
   _, references = multi30k.load_text_split(data['raw_dir'], split, data['source_lang'],
                                            data['target_lang'])
   path = os.path.join(plan.workdir, runner.SHARED, REFERENCES)

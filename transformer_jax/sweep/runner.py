@@ -31,11 +31,11 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
-from transformer_jax import early_stop
-from transformer_jax import workdir as workdir_lib
-from transformer_jax.errors import UserError
+from transformer_jax.base.errors import UserError
+from transformer_jax.base import workdir as workdir_lib
 from transformer_jax.sweep import provenance
 from transformer_jax.sweep import spec
+from transformer_jax.train import early_stop
 
 DONE, FAILED, MEMBER, PROVENANCE = 'done.json', 'failed.txt', 'member.json', 'provenance.json'
 SHARED = 'shared'

@@ -14,10 +14,10 @@ import os
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from transformer_jax import cli_config
-from transformer_jax import paths
-from transformer_jax import validation
-from transformer_jax.errors import UserError
+from transformer_jax.base.errors import UserError
+from transformer_jax.base import paths
+from transformer_jax.run import overrides as cli_config
+from transformer_jax.train import validation
 
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
 
@@ -86,8 +86,8 @@ BUDGET_KINDS = ('steps', 'plateau', 'tokens', 'flops')
 def count_params(config) -> int:
   """The Transformer's parameter count for a config (shapes only; imports jax, which only a
   FLOP-matched budget needs here)."""
-  from transformer_jax import summary
-  from transformer_jax.config import TransformerConfig
+  from transformer_jax.models import summary
+  from transformer_jax.nn.config import TransformerConfig
   fields = {k: v for k, v in config.model.to_dict().items() if k != 'family'}
   fields['vocab_size'] = fields.get('vocab_size') or config.data.vocab_size
   return summary.count_params(summary.transformer_param_shapes(TransformerConfig(**fields)))
@@ -272,7 +272,7 @@ def _config_with(experiment: str, overrides: Mapping[str, Any], row: str):
       config[section][field] = value
     except (KeyError, AttributeError, TypeError, ValueError):
       raise UserError(f'row {row!r}: {key}={value!r} is not a field of {experiment} with that '
-                      'type: use a key of its get_config() (see experiments/base.py)') from None
+                      'type: use a key of its get_config() (see transformer_jax/run/defaults.py)') from None
   return config
 
 
@@ -342,7 +342,7 @@ def resolved_config(sweep: Sweep, member: Member, extra: Sequence[str] = ()):
     where = f'row {member.row.name!r}: {key}={value!r}'
     if section not in config or not field or field not in config[section]:
       raise UserError(f'{where} is not a field of {sweep.experiment}: use a key of its '
-                      'get_config() (see experiments/base.py)')
+                      'get_config() (see transformer_jax/run/defaults.py)')
     try:
       config[section][field] = value
     except (TypeError, ValueError) as e:

@@ -12,7 +12,7 @@ bootstrap or approximate randomisation) ignores training randomness, so its p-va
 too small when seeds disagree; `seed_level_tests` (Welch, exact permutation) ignore the test
 sentences' sampling and with 2-3 seeds have few degrees of freedom or permutations.
 
-Calibration (tests/sweep_statistics_test.py; 5 simulation seeds of 2000 null sweeps): 10
+Calibration (tests/sweep/sweep_statistics_test.py; 5 simulation seeds of 2000 null sweeps): 10
 rows, baseline 3 seeds and the others 2, 150 sentences, seed SD 0.1 plus 0.08 of sentence
 luck per seed, pooled residuals. At 0.05 the two-level test rejects 0.043-0.059, the old test
 (seeds concatenated, sentences resampled) 0.20-0.22; 95% intervals cover 0.94-0.96; a delta
@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import scipy.stats
 
-from transformer_jax.errors import UserError
+from transformer_jax.base.errors import UserError
 
 BLEU_KINDS = ('sacrebleu', 'bleu_tok_lc')
 _SMOOTH = {'sacrebleu': 'exp', 'bleu_tok_lc': 'none'}
@@ -39,7 +39,7 @@ def bleu_stats(hypotheses: Sequence[str], references: Sequence[str], kind: str,
 
   Columns: hyp_len, ref_len, correct 1..4-grams, total 1..4-grams (float64). kind
   'sacrebleu' is sacrebleu's default BLEU (cased, 13a, exp smoothing) on the raw strings;
-  'bleu_tok_lc' is `transformer_jax.bleu.bleu_tok_lc`: `moses_preprocess(text, lang)` on
+  'bleu_tok_lc' is `transformer_jax.evaluation.bleu.bleu_tok_lc`: `moses_preprocess(text, lang)` on
   both sides, then tokenize 'none' and no smoothing.
   """
   from sacrebleu.metrics import BLEU
@@ -50,7 +50,7 @@ def bleu_stats(hypotheses: Sequence[str], references: Sequence[str], kind: str,
                     'score every hypothesis against its own reference')
   hyps, refs, metric = list(hypotheses), list(references), BLEU()
   if kind == 'bleu_tok_lc':
-    from transformer_jax.bleu import moses_preprocess
+    from transformer_jax.evaluation.bleu import moses_preprocess
     hyps = [moses_preprocess(h, lang) for h in hyps]
     refs = [moses_preprocess(r, lang) for r in refs]
     metric = BLEU(tokenize='none', smooth_method='none', force=True)

@@ -1,0 +1,1 @@
+"""Analysis of trained models: attention statistics and attention-map figures."""

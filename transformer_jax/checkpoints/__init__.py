@@ -1,0 +1,1 @@
+"""Checkpoints: saving and restoring, integrity seals, damage handling and retention, averaging."""

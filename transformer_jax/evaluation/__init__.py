@@ -1,0 +1,1 @@
+"""Evaluation: BLEU, the evaluators a run calls at each eval, word-vector benchmarks."""

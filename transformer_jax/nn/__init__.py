@@ -1,0 +1,1 @@
+"""Building blocks: attention, positional encodings, layers, dropout, losses and the model configs."""

@@ -1,0 +1,1 @@
+"""Training: the loop, the jitted steps, optimiser and schedules, parallelism, metrics, run assembly."""
