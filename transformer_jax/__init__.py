@@ -20,6 +20,7 @@ files, which must not pull in jax) stays cheap.
 """
 import importlib
 import importlib.metadata
+import warnings
 
 try:
   __version__ = importlib.metadata.version('transformer-jax')
@@ -71,7 +72,17 @@ def __dir__():
   return sorted(set(_PUBLIC) | set(SUBPACKAGES) | {'__version__'})
 
 
+# Module paths the 0.1 README documented (`from transformer_jax import modes, validation`):
+# still importable for one release, with a DeprecationWarning naming the new path.
+# (`transformer_jax.config` is a module of its own for the same reason.)
+_MOVED = {'modes': 'transformer_jax.run.modes', 'validation': 'transformer_jax.train.validation'}
+
+
 def __getattr__(name):
+  if name in _MOVED:
+    warnings.warn(f'transformer_jax.{name} moved to {_MOVED[name]}: import it from there (the old '
+                  'path goes away in the next release)', DeprecationWarning, stacklevel=2)
+    return importlib.import_module(_MOVED[name])
   if name in SUBPACKAGES:
     return importlib.import_module(f'transformer_jax.{name}')
   if name not in _PUBLIC:

@@ -8,7 +8,7 @@ import sys
 from transformer_jax.base import paths
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-SHIPPED_COPY_TASK = str(REPO / 'experiments' / 'copy_task.py')
+SHIPPED_COPY_TASK = str(paths.EXPERIMENTS_DIR / 'copy_task.py')
 
 
 def test_shipped_experiment_is_found_from_another_directory(tmp_path, monkeypatch):
@@ -16,7 +16,7 @@ def test_shipped_experiment_is_found_from_another_directory(tmp_path, monkeypatc
   shipped = paths.resolve_experiment('experiments/copy_task.py:smoke')
   assert shipped == SHIPPED_COPY_TASK + ':smoke'
   assert paths.resolve_experiment('experiments/ablations/table3.py') == str(
-      REPO / 'experiments' / 'ablations' / 'table3.py')
+      paths.EXPERIMENTS_DIR / 'ablations' / 'table3.py')
 
 
 def test_a_file_where_the_path_points_wins_over_the_shipped_one(tmp_path, monkeypatch):

@@ -9,13 +9,14 @@ from ml_collections import config_flags
 import numpy as np
 import pytest
 
+from transformer_jax.base import paths
 from transformer_jax.base import workdir as workdir_lib
 from transformer_jax.checkpoints import checkpoint
 from transformer_jax.experiments import multi30k
 from transformer_jax.train import components
 from transformer_jax.train import trainer
 
-EXPERIMENTS = sorted(p.stem for p in pathlib.Path(__file__).resolve().parents[2].glob('experiments/*.py')
+EXPERIMENTS = sorted(p.stem for p in paths.EXPERIMENTS_DIR.glob('*.py')
                      if p.stem not in ('__init__', 'base'))
 
 
@@ -24,7 +25,7 @@ SHARED_PREFIX = '../shared/data/'
 
 def smoke_config(name, shared=None):
   """The :smoke config, with every '../shared/data/...' path pointed at `shared`."""
-  config = importlib.import_module(f'experiments.{name}').get_config('smoke')
+  config = importlib.import_module(f'transformer_jax.experiments.{name}').get_config('smoke')
   if shared is not None:
     for section in config.values():
       if hasattr(section, 'items'):
@@ -86,7 +87,7 @@ def test_stop_and_resume_is_bitwise_equal_to_uninterrupted(parallelism, tmp_path
 def test_word2vec_row_layout_and_model_mode_are_one_setting(flag, value):
   """data.word2vec_mode (the data's row layout) is a reference to model.mode."""
   values = flags.FlagValues()
-  path = pathlib.Path(__file__).resolve().parents[2] / 'experiments' / 'word2vec.py'
+  path = paths.EXPERIMENTS_DIR / 'word2vec.py'
   argv = ['launch.py', f'--experiment={path}', f'--experiment.{flag}={value}']
   config_flags.DEFINE_config_file('experiment', flag_values=values, sys_argv=argv)
   values(argv)

@@ -5,11 +5,12 @@ import pathlib
 import pytest
 from ml_collections import config_dict
 
+from transformer_jax.base import paths
 from transformer_jax.base import workdir as workdir_lib
 from transformer_jax.run import defaults as base
 from transformer_jax.run import saved_config as run_config
 
-EXPERIMENTS = sorted(p.stem for p in (pathlib.Path(__file__).parents[2] / 'experiments').glob('*.py')
+EXPERIMENTS = sorted(p.stem for p in paths.EXPERIMENTS_DIR.glob('*.py')
                      if p.stem not in ('__init__', 'base'))
 
 
@@ -23,7 +24,7 @@ def leaves(config):
 @pytest.mark.parametrize('variant', [None, 'smoke'])
 def test_a_saved_config_comes_back_with_the_experiment_s_structure_and_types(name, variant):
   try:
-    config = importlib.import_module(f'experiments.{name}').get_config(variant)
+    config = importlib.import_module(f'transformer_jax.experiments.{name}').get_config(variant)
   except ValueError:
     pytest.skip(f'{name} has no {variant} variant')
   restored = run_config.from_saved(workdir_lib.as_json(config), base.get_base_config())
@@ -32,7 +33,7 @@ def test_a_saved_config_comes_back_with_the_experiment_s_structure_and_types(nam
 
 
 def test_overrides_parse_against_the_restored_types():
-  config = importlib.import_module('experiments.copy_task').get_config('smoke')
+  config = importlib.import_module('transformer_jax.experiments.copy_task').get_config('smoke')
   restored = run_config.from_saved(workdir_lib.as_json(config), base.get_base_config())
   restored.model.head_dim = 8                      # a placeholder took its int type back
   with pytest.raises(TypeError):

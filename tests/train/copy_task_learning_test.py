@@ -7,7 +7,7 @@ from transformer_jax.train import trainer
 
 
 def copy_config(num_steps):
-  config = importlib.import_module('experiments.copy_task').get_config()
+  config = importlib.import_module('transformer_jax.experiments.copy_task').get_config()
   config.train.update(num_steps=num_steps, log_every_steps=num_steps, eval_every_steps=num_steps,
                       checkpoint_every_steps=num_steps)
   return config

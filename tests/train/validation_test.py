@@ -6,12 +6,13 @@ import pathlib
 import ml_collections
 import pytest
 
+from transformer_jax.base import paths
 from transformer_jax.base.errors import UserError
 from transformer_jax.run import defaults as base
 from transformer_jax.train import validation
 
-EXPERIMENTS = sorted(p for p in (pathlib.Path(__file__).resolve().parents[2] / 'experiments').glob('*.py')
-                     if p.name not in ('__init__.py', 'base.py'))
+EXPERIMENTS = sorted(p for p in paths.EXPERIMENTS_DIR.glob('*.py')
+                     if p.name != '__init__.py')
 
 
 def base_config():
@@ -21,7 +22,7 @@ def base_config():
 @pytest.mark.parametrize('path', EXPERIMENTS, ids=lambda p: p.stem)
 def test_every_shipped_experiment_passes(path):
   import importlib
-  module = importlib.import_module(f'experiments.{path.stem}')
+  module = importlib.import_module(f'transformer_jax.experiments.{path.stem}')
   for variant in (None, 'smoke'):
     validation.check_config(module.get_config(variant))
 
@@ -195,7 +196,7 @@ def test_reading_init_embeddings_does_not_import_jax(tmp_path):
   path = tmp_path / 'vectors.txt'
   path.write_text('1 16\ndog ' + ' '.join(['0.5'] * 16) + '\n')
   code = ('import sys; from transformer_jax.experiments import copy_task; '
-          'from transformer_jax import validation; '
+          'from transformer_jax.train import validation; '
           'config = copy_task.get_config("smoke"); '
           f'config.train.init_embeddings = {str(path)!r}; '
           'validation.check_config(config); '
