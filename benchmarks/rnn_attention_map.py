@@ -19,8 +19,8 @@ import numpy as np
 from transformer_jax.analysis import heatmaps
 from transformer_jax.base import workdir as workdir_lib
 from transformer_jax.decoding import predict
+from transformer_jax.pretrained import restored
 from transformer_jax.train import components
-from transformer_jax.train import restored
 
 DEFAULT = ('A little girl climbs into a wooden playhouse.',
            'Two young men are playing soccer on a green field while people watch.')

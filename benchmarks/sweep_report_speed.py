@@ -15,7 +15,7 @@ import json
 import os
 import time
 
-from transformer_jax.sweep import report
+from transformer_jax.sweep.reporting import report
 from transformer_jax.sweep import runner
 from transformer_jax.sweep import spec
 

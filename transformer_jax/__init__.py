@@ -7,7 +7,8 @@ import-linter contract, checked by the test suite):
   cli          the command line (`transformer-jax`, `python launch.py`)
   sweep        ablation sweeps: members, provenance, statistics, reports
   run          the modes (train, eval, translate, sample, export) and config overrides
-  analysis     attention statistics and maps    | pretrained  export and load_pretrained
+  analysis     attention statistics and maps
+  pretrained   trained runs read back: restored params, export, load_pretrained
   train        the loop, jitted steps, optimiser, parallelism, metrics, run assembly
   evaluation   BLEU, evaluators, word-vector benchmarks
   decoding     greedy/sampled/beam search, predict, generate | checkpoints  save, restore, damage

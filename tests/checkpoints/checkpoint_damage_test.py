@@ -9,8 +9,8 @@ import pytest
 from transformer_jax.base.errors import UserError
 from transformer_jax.checkpoints import checkpoint
 from transformer_jax.experiments import copy_task
+from transformer_jax.pretrained import restored
 from transformer_jax.train import components
-from transformer_jax.train import restored
 from transformer_jax.train import trainer
 
 # Reads of a damaged step leave orbax coroutines that complain when collected; noise.

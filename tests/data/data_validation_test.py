@@ -19,10 +19,10 @@ from transformer_jax.data import tokenizer as tokenizer_lib
 from transformer_jax.experiments import copy_task as copy_experiment
 from transformer_jax.experiments import multi30k as multi30k_experiment
 from transformer_jax.experiments import multi30k_lm
+from transformer_jax.pretrained import restored
 from transformer_jax.run import defaults as base
 from transformer_jax.run import modes
 from transformer_jax.train import components
-from transformer_jax.train import restored
 
 M30K_PREFIXES = ('train', 'val', 'test_2016_flickr')
 

@@ -1,155 +1,25 @@
-"""Tests for transformer_jax/decoding/decode.py on toy scoring functions with known probabilities."""
-import functools
-import itertools
-
+"""Tests for transformer_jax/decoding/decode.py (greedy search and sampling) on toy scoring
+functions with known probabilities (toy_models.py); beam search is beam_test.py's."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.decoding import toy_models as toy
 from transformer_jax.base.errors import UserError
+from transformer_jax.decoding import beam
 from transformer_jax.decoding import decode
-from transformer_jax.decoding import predict
-from transformer_jax.models.transformer import Transformer
-from transformer_jax.nn.config import TransformerConfig
-from transformer_jax.train import parallel
-
-EOS = 1
-IMPOSSIBLE = -1e9  # logit of a token that must never be chosen
-
-
-def log_table(probs):
-  """Log-probabilities as logits; zero probability becomes IMPOSSIBLE."""
-  probs = np.asarray(probs, np.float64)
-  return np.where(probs > 0, np.log(np.maximum(probs, 1e-300)), IMPOSSIBLE).astype(np.float32)
-
-
-def table_fn(tables):
-  """Toy model: logits = tables[row, min(step, steps - 1), previous token].
-
-  tables: `[rows, steps, vocab, vocab]`. The cache holds each row's table id (gathered
-  with the beams) and a scalar step counter, like flax's `cache_index`.
-  """
-  tables = jnp.asarray(tables, jnp.float32)
-
-  def fn(token_ids, cache):
-    step = jnp.minimum(cache['step'], tables.shape[1] - 1)
-    logits = tables[cache['row'], step, token_ids[:, 0]]
-    return logits, dict(cache, step=cache['step'] + 1)
-  return fn
-
-
-def history_fn(markov, by_sum):
-  """Toy model that depends on the whole prefix through the sum of its tokens.
-
-  logits = markov[row, prev] + by_sum[row, sum(prefix) % 5]; a wrong cache gather in
-  beam search changes the sums, so it shows up as wrong scores.
-  """
-  markov, by_sum = jnp.asarray(markov), jnp.asarray(by_sum)
-
-  def fn(token_ids, cache):
-    prev = token_ids[:, 0]
-    total = cache['total'] + prev
-    logits = markov[cache['row'], prev] + by_sum[cache['row'], total % 5]
-    return logits, dict(cache, total=total, step=cache['step'] + 1)
-  return fn
-
-
-def make_cache(rows, beam_size=None):
-  cache = {'row': jnp.arange(rows, dtype=jnp.int32), 'step': jnp.zeros((), jnp.int32),
-           'total': jnp.zeros((rows,), jnp.int32)}
-  return cache if beam_size is None else decode.expand_to_beams(cache, beam_size)
-
-
-def run_greedy(fn, rows, **kwargs):
-  search = functools.partial(decode.greedy_search, tokens_to_logits_fn=fn, batch_size=rows,
-                             **kwargs)
-  return np.asarray(jax.jit(search)(make_cache(rows)))
-
-
-def run_beam(fn, rows, beam_size, **kwargs):
-  search = functools.partial(decode.beam_search, tokens_to_logits_fn=fn, batch_size=rows,
-                             beam_size=beam_size, **kwargs)
-  seqs, scores = jax.jit(search)(make_cache(rows, beam_size))
-  return np.asarray(seqs), np.asarray(scores)
-
-
-def run_sample(fn, rows, seed=0, **kwargs):
-  search = lambda cache, rng: decode.sample_search(cache, fn, rng, batch_size=rows, **kwargs)
-  return np.asarray(jax.jit(search)(make_cache(rows), jax.random.key(seed)))
-
-
-def lp(length, alpha):
-  return ((5 + length) / 6) ** alpha
-
-
-def random_tables(rows, vocab, seed, eos_bias=0.0):
-  """Random Markov tables; pad (0) is never produced."""
-  tables = np.random.RandomState(seed).normal(0, 2, (rows, 1, vocab, vocab))
-  tables[..., EOS] += eos_bias
-  tables[..., 0] = IMPOSSIBLE
-  return tables.astype(np.float32)
-
-
-def chain_tables(rows, vocab, seed):
-  """Peaked Markov tables: each row follows its own chain of distinct tokens to EOS."""
-  rng = np.random.RandomState(seed)
-  tables = rng.normal(0, 1, (rows, 1, vocab, vocab))
-  tables[..., 0] = IMPOSSIBLE
-  for row in range(rows):
-    chain = [0] + list(rng.permutation(np.arange(2, vocab))[:rng.randint(1, 6)]) + [EOS]
-    for prev, nxt in zip(chain[:-1], chain[1:]):
-      tables[row, 0, prev, nxt] += 6.0
-  return tables.astype(np.float32)
-
-
-def greedy_reference(tables, max_decode_len):
-  """Step-by-step numpy greedy decoding of `table_fn(tables)`."""
-  out = np.zeros((tables.shape[0], max_decode_len), np.int32)
-  for row in range(tables.shape[0]):
-    prev = 0
-    for t in range(max_decode_len):
-      prev = out[row, t] = np.argmax(tables[row, min(t, tables.shape[1] - 1), prev])
-      if prev == EOS:
-        break
-  return out
-
-
-# A: after BOS, p(A)=0.6 and p(B)=0.4; after A four tokens are equally likely; after B,
-# EOS is certain. Greedy takes A (best total 0.6 * 0.25); beam search finds B EOS (0.4).
-A, B, C = 2, 3, 4
-AB_PROBS = np.zeros((1, 1, 5, 5))
-AB_PROBS[0, 0, 0, [A, B]] = [0.6, 0.4]
-AB_PROBS[0, 0, [A, C], 1:] = 0.25
-AB_PROBS[0, 0, [B, EOS], EOS] = 1.0
-
-
-def test_expand_and_gather_beams():
-  tree = {'x': jnp.array([10, 20]), 'index': jnp.array(7)}
-  expanded = decode.expand_to_beams(tree, 3)
-  np.testing.assert_array_equal(expanded['x'], [10, 10, 10, 20, 20, 20])
-  assert expanded['index'].shape == ()
-  flat = {'x': jnp.arange(6).reshape(6, 1), 'index': jnp.array(7)}  # batch 2, beam 3
-  gathered = decode.gather_beams(flat, jnp.array([[2, 0], [1, 1]]))
-  np.testing.assert_array_equal(gathered['x'][:, 0], [2, 0, 4, 4])
-  assert int(gathered['index']) == 7
-
-
-def test_length_penalty_formula():
-  np.testing.assert_allclose(decode.length_penalty(jnp.array([1, 4, 10]), 0.6),
-                             [lp(1, 0.6), lp(4, 0.6), lp(10, 0.6)], rtol=1e-6)
-  np.testing.assert_allclose(decode.length_penalty(7, 0.0), 1.0)
 
 
 def test_greedy_matches_reference_and_pads_after_eos():
-  tables = random_tables(rows=6, vocab=6, seed=0, eos_bias=1.0)
-  out = run_greedy(table_fn(tables), 6, max_decode_len=8, eos_id=EOS)
-  np.testing.assert_array_equal(out, greedy_reference(tables, 8))
+  tables = toy.random_tables(rows=6, vocab=6, seed=0, eos_bias=1.0)
+  out = toy.run_greedy(toy.table_fn(tables), 6, max_decode_len=8, eos_id=toy.EOS)
+  np.testing.assert_array_equal(out, toy.greedy_reference(tables, 8))
   ended = 0
   for row in out:
-    if EOS in row:
+    if toy.EOS in row:
       ended += 1
-      first_eos = list(row).index(EOS)
+      first_eos = list(row).index(toy.EOS)
       assert np.all(row[:first_eos] > 1) and np.all(row[first_eos + 1:] == 0)
   assert ended >= 3  # the test must actually exercise EOS handling
 
@@ -159,204 +29,31 @@ def test_greedy_stops_when_all_ended():
 
   def counted_fn(token_ids, cache):
     jax.debug.callback(lambda step: calls.append(int(step)), cache['step'])
-    return table_fn(log_table(AB_PROBS))(token_ids, cache)
+    return toy.table_fn(toy.log_table(toy.AB_PROBS))(token_ids, cache)
 
-  out = run_greedy(counted_fn, 1, max_decode_len=10, eos_id=EOS)
-  np.testing.assert_array_equal(out[0], [A, EOS] + [0] * 8)
+  out = toy.run_greedy(counted_fn, 1, max_decode_len=10, eos_id=toy.EOS)
+  np.testing.assert_array_equal(out[0], [toy.A, toy.EOS] + [0] * 8)
   assert len(calls) == 2
 
 
-@pytest.mark.parametrize('alpha', [0.0, 0.6])
-def test_beam_size_one_equals_greedy(alpha):
-  tables = chain_tables(rows=5, vocab=12, seed=1)
-  fn = table_fn(tables)
-  greedy = run_greedy(fn, 5, max_decode_len=8, eos_id=EOS)
-  beams, _ = run_beam(fn, 5, 1, alpha=alpha, max_decode_len=8, eos_id=EOS)
-  np.testing.assert_array_equal(beams[:, 0], greedy)
-  assert np.all((greedy == EOS).any(axis=1))
-
-
-@pytest.mark.parametrize('alpha', [0.0, 0.6])
-def test_beam_finds_sequence_greedy_misses(alpha):
-  fn = table_fn(log_table(AB_PROBS))
-  greedy = run_greedy(fn, 1, max_decode_len=6, eos_id=EOS)
-  seqs, scores = run_beam(fn, 1, 2, alpha=alpha, max_decode_len=6, eos_id=EOS)
-  assert greedy[0, 0] == A
-  np.testing.assert_array_equal(seqs[0, 0], [B, EOS, 0, 0, 0, 0])
-  np.testing.assert_allclose(scores[0, 0], np.log(0.4) / lp(2, alpha), rtol=1e-5)
-
-
-def test_beam_search_stops_early():
-  calls = []
-
-  def counted_fn(token_ids, cache):
-    jax.debug.callback(lambda step: calls.append(int(step)), cache['step'])
-    return table_fn(log_table(AB_PROBS))(token_ids, cache)
-
-  run_beam(counted_fn, 1, 2, alpha=0.0, max_decode_len=10, eos_id=EOS)
-  # After step 1, B EOS (log 0.4) beats every alive beam (at most log 0.15).
-  assert len(calls) == 2
-
-
-# Two hypotheses only: [EOS] with p=0.6 and [A, B, B, EOS] with p=0.4.
-LP_PROBS = np.zeros((1, 4, 4, 4))
-LP_PROBS[0, 0, 0, [EOS, A]] = [0.6, 0.4]
-LP_PROBS[0, 1:3, :, B] = 1.0
-LP_PROBS[0, 3, :, EOS] = 1.0
-# alpha is traced here (it may be), so all the cases below share one compilation.
-lp_toy_search = jax.jit(lambda cache, alpha: decode.beam_search(
-    cache, table_fn(log_table(LP_PROBS)), batch_size=1, beam_size=2, alpha=alpha,
-    max_decode_len=6, eos_id=EOS))
-
-
-@pytest.mark.parametrize('alpha', [0.0, 0.5, 1.0, 1.5, 2.0, 3.0])
-def test_length_penalty_decides_between_short_and_long(alpha):
-  short_score = np.log(0.6) / lp(1, alpha)
-  long_score = np.log(0.4) / lp(4, alpha)
-  # By hand: the long one wins iff 1.5 ** alpha > log 0.4 / log 0.6 = 1.79, alpha > 1.44.
-  assert (long_score > short_score) == (alpha > 1.44)
-  expected, score = (([A, B, B, EOS, 0, 0], long_score) if long_score > short_score else
-                     ([EOS, 0, 0, 0, 0, 0], short_score))
-  seqs, scores = lp_toy_search(make_cache(1, 2), alpha)
-  np.testing.assert_array_equal(seqs[0, 0], expected)
-  np.testing.assert_allclose(scores[0, 0], score, rtol=1e-5)
-
-
-def history_tables(rows, seed):
-  rng = np.random.RandomState(seed)
-  markov = rng.normal(0, 1.5, (rows, 4, 4)).astype(np.float32)
-  markov[..., 0] = IMPOSSIBLE
-  return markov, rng.normal(0, 1.5, (rows, 5, 4)).astype(np.float32)
-
-
-def exhaustive_scores(markov, by_sum, row, max_len, alpha):
-  """Score of every complete hypothesis of `history_fn`, by enumeration.
-
-  Every hypothesis ends with EOS: one reaching max_len is forced to end there.
-  """
-  scores = {}
-  for length in range(1, max_len + 1):
-    for seq in itertools.product([EOS, 2, 3], repeat=length):
-      if EOS in seq[:-1] or seq[-1] != EOS:
-        continue
-      prev, total, log_prob = 0, 0, 0.0
-      for token in seq:
-        total += prev
-        logits = markov[row, prev] + by_sum[row, total % 5]
-        log_prob += jax.nn.log_softmax(logits.astype(np.float64))[token]
-        prev = token
-      scores[seq] = float(log_prob) / lp(length, alpha)
-  return scores
-
-
-def assert_beams_match_enumeration(seqs, scores, markov, by_sum, max_len, alpha):
-  for row in range(seqs.shape[0]):
-    reference = exhaustive_scores(markov, by_sum, row, max_len, alpha)
-    best = max(reference, key=reference.get)
-    assert tuple(seqs[row, 0][seqs[row, 0] > 0]) == best
-    for seq, score in zip(seqs[row], scores[row]):
-      tokens = tuple(seq[seq > 0])
-      if tokens in reference:  # finished hypotheses (alive fillers are prefixes)
-        np.testing.assert_allclose(score, reference[tokens], rtol=1e-4)
-
-
-def test_beam_search_matches_exhaustive_search():
-  markov, by_sum = history_tables(rows=3, seed=2)
-  seqs, scores = run_beam(history_fn(markov, by_sum), 3, 8, alpha=0.6, max_decode_len=4,
-                          eos_id=EOS)
-  assert_beams_match_enumeration(seqs, scores, markov, by_sum, 4, 0.6)
-  assert np.all(np.diff(scores, axis=1) <= 0)  # best first
-
-
-def brute_force_best(log_probs, max_len, alpha, charge_eos_at_cap=True):
-  """(best tokens, score) of every hypothesis of `table_fn(log_probs)` for one row.
-
-  log_probs: `[steps, vocab, vocab]` normalized next-token log-probs of that row.
-  With charge_eos_at_cap a hypothesis reaching max_len ends there with EOS, scoring
-  log p(EOS); otherwise (the old behaviour) it ends there with any token, at no cost.
-  """
-  vocab_size, scores = log_probs.shape[-1], {}
-  for length in range(1, max_len + 1):
-    for body in itertools.product(range(2, vocab_size), repeat=length - 1):
-      last_tokens = [EOS] if charge_eos_at_cap or length < max_len else range(1, vocab_size)
-      for last in last_tokens:
-        prev, total = 0, 0.0
-        for t, token in enumerate(body + (last,)):
-          total += log_probs[min(t, len(log_probs) - 1), prev, token]
-          prev = token
-        scores[body + (last,)] = total / lp(length, alpha)
-  best = max(scores, key=scores.get)
-  return best, scores
-
-
-# The brute-force case: 3 ordinary tokens, position-dependent tables, per-row caps.
-BRUTE_ROWS, BRUTE_MAX_LEN = 8, 4
-BRUTE_CAPS = np.array([4, 4, 4, 3, 3, 2, 1, 4])
-BRUTE_TABLES = np.asarray(jax.nn.log_softmax(
-    random_tables(rows=BRUTE_ROWS * BRUTE_MAX_LEN, vocab=5, seed=7, eos_bias=-0.5)
-    .reshape(BRUTE_ROWS, BRUTE_MAX_LEN, 5, 5)))
-# Wide enough to keep every alive prefix (3 ** (BRUTE_MAX_LEN - 1)), so nothing is pruned.
-brute_force_search = jax.jit(lambda cache, alpha: decode.beam_search(
-    cache, table_fn(BRUTE_TABLES), batch_size=BRUTE_ROWS, beam_size=27, alpha=alpha,
-    max_decode_len=BRUTE_MAX_LEN, eos_id=EOS, max_lengths=jnp.asarray(BRUTE_CAPS)))
-
-
-@pytest.mark.parametrize('alpha', [0.0, 0.6, 1.5])
-def test_beam_search_matches_brute_force_with_eos_charged_at_cap(alpha):
-  seqs, scores = map(np.asarray, brute_force_search(make_cache(BRUTE_ROWS, 27), alpha))
-  old_best_differs, capped_best = 0, 0
-  for row in range(BRUTE_ROWS):
-    cap = BRUTE_CAPS[row]
-    best, reference = brute_force_best(BRUTE_TABLES[row], cap, alpha)
-    old_best, _ = brute_force_best(BRUTE_TABLES[row], cap, alpha, charge_eos_at_cap=False)
-    old_best_differs += old_best != best
-    capped_best += len(best) == cap
-    assert tuple(seqs[row, 0][seqs[row, 0] > 0]) == best
-    np.testing.assert_allclose(scores[row, 0], reference[best], rtol=1e-5)
-    for seq, score in zip(seqs[row], scores[row]):
-      tokens = tuple(seq[seq > 0])
-      if tokens and tokens[-1] == EOS:  # finished ones (alive fillers have no EOS)
-        np.testing.assert_allclose(score, reference[tokens], rtol=1e-5)
-  assert capped_best >= 1  # the cap decides something here...
-  assert old_best_differs >= 1  # ...and rows where the old free ending picks otherwise
-
-
-# After BOS: EOS 0.3, A 0.7; after A: A 0.999, EOS 0.001. Ending [A, A, A] at the cap for
-# free (log 0.997) would beat [EOS] (log 0.3); charged log p(EOS) it scores log 0.0007.
-TRUNCATED_PROBS = np.zeros((1, 1, 5, 5))
-TRUNCATED_PROBS[0, 0, 0, [EOS, A]] = [0.3, 0.7]
-TRUNCATED_PROBS[0, 0, A, [EOS, A]] = [0.001, 0.999]
-
-
-@pytest.mark.parametrize('alpha', [0.0, 0.6])
-def test_hypothesis_at_max_length_is_charged_eos(alpha):
-  seqs, scores = run_beam(table_fn(log_table(TRUNCATED_PROBS)), 1, 2, alpha=alpha,
-                          max_decode_len=3, eos_id=EOS)
-  np.testing.assert_array_equal(seqs[0, 0], [EOS, 0, 0])
-  np.testing.assert_allclose(scores[0, 0], np.log(0.3) / lp(1, alpha), rtol=1e-5)
-  # Every returned hypothesis ends with EOS; none is [A, A, A], cut at the cap for free.
-  assert all(EOS in seq for seq in seqs[0])
-  assert [A, A, A] not in seqs[0].tolist()
-
-
-NO_EOS = random_tables(rows=3, vocab=5, seed=3, eos_bias=IMPOSSIBLE)
+NO_EOS = toy.random_tables(rows=3, vocab=5, seed=3, eos_bias=toy.IMPOSSIBLE)
 
 
 @pytest.mark.parametrize('search', ['greedy', 'sample', 'beam'])
 def test_max_lengths_respected_per_example(search):
-  fn, kwargs = table_fn(NO_EOS), dict(max_decode_len=6, eos_id=EOS,
+  fn, kwargs = toy.table_fn(NO_EOS), dict(max_decode_len=6, eos_id=toy.EOS,
                                       max_lengths=jnp.array([1, 3, 6]))
   if search == 'greedy':
-    out = run_greedy(fn, 3, **kwargs)
+    out = toy.run_greedy(fn, 3, **kwargs)
   elif search == 'sample':
-    out = run_sample(fn, 3, **kwargs)
+    out = toy.run_sample(fn, 3, **kwargs)
   else:
-    out, scores = run_beam(fn, 3, 2, alpha=0.6, **kwargs)
+    out, scores = toy.run_beam(fn, 3, 2, alpha=0.6, **kwargs)
     out = out[:, 0]
     # Forced to end with EOS at the limit although EOS is impossible here: the EOS
     # log-prob is floored, so each example still gets a real hypothesis.
-    assert np.all(scores[:, 0] > decode._INVALID_BELOW)
-    np.testing.assert_array_equal(out[[0, 1, 2], [0, 2, 5]], [EOS] * 3)
+    assert np.all(scores[:, 0] > beam._INVALID_BELOW)
+    np.testing.assert_array_equal(out[[0, 1, 2], [0, 2, 5]], [toy.EOS] * 3)
   np.testing.assert_array_equal((out > 0).sum(axis=1), [1, 3, 6])
   assert np.all(out[0, 1:] == 0) and np.all(out[1, 3:] == 0)
 
@@ -364,18 +61,18 @@ def test_max_lengths_respected_per_example(search):
 @pytest.mark.parametrize('kwargs', [dict(temperature=0.0), dict(temperature=1e-6),
                                     dict(top_k=1), dict(top_p=1e-3)])
 def test_sampling_degenerates_to_greedy(kwargs):
-  tables = random_tables(rows=6, vocab=6, seed=4, eos_bias=0.5)
-  fn = table_fn(tables)
-  greedy = run_greedy(fn, 6, max_decode_len=8, eos_id=EOS)
-  sampled = run_sample(fn, 6, seed=5, max_decode_len=8, eos_id=EOS, **kwargs)
+  tables = toy.random_tables(rows=6, vocab=6, seed=4, eos_bias=0.5)
+  fn = toy.table_fn(tables)
+  greedy = toy.run_greedy(fn, 6, max_decode_len=8, eos_id=toy.EOS)
+  sampled = toy.run_sample(fn, 6, seed=5, max_decode_len=8, eos_id=toy.EOS, **kwargs)
   np.testing.assert_array_equal(sampled, greedy)
 
 
 # First token: p(A)=0.5, p(B)=0.3, p(C)=0.2.
 FIRST_PROBS = np.zeros((1, 1, 5, 5))
-FIRST_PROBS[0, 0, :, A] = 0.5
-FIRST_PROBS[0, 0, :, B] = 0.3
-FIRST_PROBS[0, 0, :, C] = 0.2
+FIRST_PROBS[0, 0, :, toy.A] = 0.5
+FIRST_PROBS[0, 0, :, toy.B] = 0.3
+FIRST_PROBS[0, 0, :, toy.C] = 0.2
 TEMPERED = np.sqrt([0.5, 0.3, 0.2]) / np.sqrt([0.5, 0.3, 0.2]).sum()
 
 
@@ -388,74 +85,17 @@ TEMPERED = np.sqrt([0.5, 0.3, 0.2]) / np.sqrt([0.5, 0.3, 0.2]).sum()
 ])
 def test_sampling_frequencies(kwargs, expected):
   rows = 4000
-  fn = table_fn(log_table(FIRST_PROBS))
+  fn = toy.table_fn(toy.log_table(FIRST_PROBS))
   search = lambda cache, rng: decode.sample_search(cache, fn, rng, batch_size=rows,
-                                                   max_decode_len=1, eos_id=EOS, **kwargs)
+                                                   max_decode_len=1, eos_id=toy.EOS, **kwargs)
   cache = {'row': jnp.zeros((rows,), jnp.int32), 'step': jnp.zeros((), jnp.int32)}
   first = np.asarray(jax.jit(search)(cache, jax.random.key(0)))[:, 0]
-  frequencies = [np.mean(first == token) for token in (A, B, C)]
+  frequencies = [np.mean(first == token) for token in (toy.A, toy.B, toy.C)]
   np.testing.assert_allclose(frequencies, expected, atol=0.03)
 
 
 def test_sampling_rejects_bad_settings():
   with pytest.raises(UserError, match='top_p'):
-    decode.sample_search({}, None, None, batch_size=1, max_decode_len=1, eos_id=EOS,
+    decode.sample_search({}, None, None, batch_size=1, max_decode_len=1, eos_id=toy.EOS,
                          top_p=0.0)
 
-
-def test_beam_search_under_pmap_matches_jit():
-  devices = jax.local_device_count()
-  assert devices == 8  # set up by conftest.py
-  rows, per_device, beam_size = 16, 2, 3
-  markov, by_sum = history_tables(rows=rows, seed=6)
-  fn = history_fn(markov, by_sum)
-  max_lengths = jnp.array([4, 3, 2, 4] * 4)
-  settings = dict(tokens_to_logits_fn=fn, beam_size=beam_size, alpha=0.6, max_decode_len=4,
-                  eos_id=EOS)
-
-  p_search = jax.pmap(
-      lambda cache, lengths: decode.beam_search(
-          cache, batch_size=per_device, max_lengths=lengths, **settings))
-  cache = make_cache(rows)
-  # Each device gets its own examples, tiled to beams there (the predict_step layout).
-  sharded = jax.tree_util.tree_map(
-      lambda x: jnp.repeat(x.reshape(devices, per_device), beam_size, axis=1),
-      {'row': cache['row'], 'total': cache['total']})
-  sharded['step'] = jnp.zeros((devices,), jnp.int32)
-  p_seqs, p_scores = p_search(sharded, max_lengths.reshape(devices, per_device))
-
-  seqs, scores = jax.jit(functools.partial(decode.beam_search, batch_size=rows,
-                                           max_lengths=max_lengths, **settings))(
-                                               make_cache(rows, beam_size))
-  np.testing.assert_array_equal(np.asarray(p_seqs).reshape(seqs.shape), seqs)
-  np.testing.assert_allclose(np.asarray(p_scores).reshape(scores.shape), scores, rtol=1e-5)
-  assert np.all((seqs[2::4, 0] > 0).sum(axis=1) <= 2)
-
-
-@pytest.mark.parametrize('parallelism', ['pmap', pytest.param('jit', marks=pytest.mark.slow)])
-def test_cached_beam_search_compiles_once_per_bucket(parallelism):
-  """predict_step (beam search through the Transformer's KV cache) is traced and
-  compiled once per input shape, then reused for new batches of that shape."""
-  config = TransformerConfig(vocab_size=12, model_dim=16, num_heads=2, mlp_dim=32,
-                             num_layers=1, dropout_rate=0.0, max_len=32)
-  model = Transformer(config)
-  rows = jax.device_count()
-  params = model.init(jax.random.key(0), jnp.ones((1, 8), jnp.int32),
-                      jnp.ones((1, 8), jnp.int32))['params']
-  settings = predict.SearchSettings(method='beam', beam_size=3, max_extra_len=4)
-  traces = []
-
-  def counted_predict(params, batch):
-    traces.append(batch['inputs'].shape)
-    return predict.predict_step(params, batch, model=model, settings=settings, eos_id=EOS)
-
-  runner = parallel.make_runner(parallelism, model=model, label_smoothing=0.0)
-  device_params = runner.put_state(params)
-  rng = np.random.RandomState(0)
-  for length in (8, 8, 16, 8, 16):
-    inputs = rng.randint(2, 12, (rows, length)).astype(np.int32)
-    out = runner.run_replicated(counted_predict, device_params,
-                                runner.put_batch({'inputs': inputs}))
-    assert out.shape == (rows, length + 4)
-  # A per-device trace (pmap) has rows / devices rows; one trace per bucket either way.
-  assert [shape[1] for shape in traces] == [8, 16]

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 from transformer_jax.base import workdir as workdir_lib
+from transformer_jax.pretrained import restored
 from transformer_jax.run import defaults as base
 from transformer_jax.run import saved_config as run_config
 from transformer_jax.train import components
-from transformer_jax.train import restored
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 STEPS = 4

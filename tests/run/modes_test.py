@@ -16,9 +16,9 @@ from transformer_jax.data import tokenizer as tokenizer_lib
 from transformer_jax.decoding import predict
 from transformer_jax.evaluation import evaluators as evaluation
 from transformer_jax.experiments import copy_task
+from transformer_jax.pretrained import restored
 from transformer_jax.run import modes
-from transformer_jax.sweep import report
-from transformer_jax.train import restored
+from transformer_jax.sweep.reporting import report
 from transformer_jax.train import validation
 
 MAX_LEN = 12

@@ -12,8 +12,9 @@ import pytest
 from transformer_jax.base.errors import UserError
 from transformer_jax.evaluation import bleu
 from transformer_jax.sweep import Budget, Grid, Row, Sweep
-from transformer_jax.sweep import learning
-from transformer_jax.sweep import report
+from transformer_jax.sweep import processes
+from transformer_jax.sweep.reporting import learning
+from transformer_jax.sweep.reporting import report
 from transformer_jax.sweep import runner
 from transformer_jax.sweep import spec
 
@@ -223,14 +224,14 @@ def test_changed_rows_are_refused_and_rerun_moves_members_aside(fabricated):
 
 
 def test_members_packed_per_device_get_their_share():
-  slots = runner.device_slots(4, 2, ['0', '1'])
+  slots = processes.device_slots(4, 2, ['0', '1'])
   assert [s['CUDA_VISIBLE_DEVICES'] for s in slots] == ['0', '0', '1', '1']
   assert all(s['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.450' for s in slots)
-  assert runner.device_slots(2, 1, ['0', '1']) == [{'CUDA_VISIBLE_DEVICES': '0'},
+  assert processes.device_slots(2, 1, ['0', '1']) == [{'CUDA_VISIBLE_DEVICES': '0'},
                                                     {'CUDA_VISIBLE_DEVICES': '1'}]
-  assert runner.device_slots(3, 4, []) == [{}, {}, {}]
+  assert processes.device_slots(3, 4, []) == [{}, {}, {}]
   with pytest.raises(UserError, match='hold 2 members'):
-    runner.device_slots(3, 2, ['0'])
+    processes.device_slots(3, 2, ['0'])
 
 
 def test_mixed_code_from_the_command_line_exits_2_and_is_marked_with_allow_mixed(fabricated):
@@ -316,9 +317,9 @@ def test_failed_txt_holds_the_error_of_the_last_attempt(tmp_path):
   log.write_text('$ python launch.py a\nerror: the first attempt\n'
                  '$ python launch.py a\nTraceback (most recent call last):\n'
                  '  File "x", line 1\nValueError: the second attempt\n')
-  assert runner._last_error(str(log), 1) == 'ValueError: the second attempt'
+  assert processes.last_error(str(log), 1) == 'ValueError: the second attempt'
   log.write_text('$ python launch.py a\nI1207 something\nerror: it failed\nI1207 after\n')
-  assert runner._last_error(str(log), 2) == 'error: it failed'
+  assert processes.last_error(str(log), 2) == 'error: it failed'
 
 
 def test_a_sweep_whose_members_fail_exits_non_zero_naming_them(tmp_path):

@@ -12,7 +12,7 @@ import scipy.stats
 
 from transformer_jax.base.errors import UserError
 from transformer_jax.evaluation import bleu
-from transformer_jax.sweep import statistics as st
+from transformer_jax.sweep.reporting import statistics as st
 
 _PAIRS = [
     ('Ein Mann fährt Fahrrad auf der Straße.',
@@ -321,7 +321,7 @@ def test_power_far_in_the_noncentral_tail_is_not_nan():
 def _report_test(rows, samples=500):
   """The report's path: comparisons.compare_stats with the sweep's pool (heterogeneity rule
   included), the first row as the reference."""
-  from transformer_jax.sweep import comparisons
+  from transformer_jax.sweep.reporting import comparisons
   pool = comparisons.pooled({str(i): r.mean(1) for i, r in enumerate(rows)})
   arrays = [np.stack([st.mean_stats(s) for s in r]) for r in rows[:2]]
   return comparisons.compare_stats(*arrays, st.corpus_mean, pool, samples)

@@ -17,7 +17,8 @@ import time
 import pytest
 
 from transformer_jax.base import workdir as workdir_lib
-from transformer_jax.sweep import report
+from transformer_jax.sweep import processes
+from transformer_jax.sweep.reporting import report
 from transformer_jax.sweep import runner
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -101,7 +102,7 @@ def test_bad_curves_fail_when_the_sweep_loads(tmp_path, monkeypatch, old, new, m
 
 
 def test_curves_draw_each_series_mean_and_error_and_skip_missing_rows(tmp_path):
-  from transformer_jax.sweep import curves as curves_lib
+  from transformer_jax.sweep.reporting import curves as curves_lib
   from transformer_jax.sweep import spec
   figure = spec.Curves('scaling', 'd_k', {'scaled': [(64, 'a64'), (16, 'a16'), (32, 'base')],
                                           'unscaled': [(16, 'b16'), (32, 'b32')]},
@@ -196,10 +197,10 @@ def test_pinned_members_run_on_their_own_cores(reference, tmp_path):
 
 def test_cpu_shares_split_the_cores_into_disjoint_equal_parts(monkeypatch):
   monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1, 2, 3, 5}, raising=False)
-  assert runner.cpu_shares(2) == [[0, 1], [2, 3]]
-  assert runner.cpu_shares(5) == [[0], [1], [2], [3], [5]]
-  assert runner.cpu_shares(6) == [None] * 6          # fewer cores than members: no pinning
-  assert runner.cpu_shares(1) == [None]
+  assert processes.cpu_shares(2) == [[0, 1], [2, 3]]
+  assert processes.cpu_shares(5) == [[0], [1], [2], [3], [5]]
+  assert processes.cpu_shares(6) == [None] * 6          # fewer cores than members: no pinning
+  assert processes.cpu_shares(1) == [None]
 
 
 @pytest.mark.slow
@@ -285,7 +286,7 @@ def test_archive_needs_its_folder_and_a_sweep(tmp_path):
 
 
 def test_sentence_only_paired_test_p_values():
-  from transformer_jax.sweep import statistics as sweep_statistics
+  from transformer_jax.sweep.reporting import statistics as sweep_statistics
   refs = [f'the cat sat on mat number {i}' for i in range(60)]
   worse = [f'a dog stood by door {i}' if i % 2 else r for i, r in enumerate(refs)]
   assert sweep_statistics.sentence_paired_test(worse, worse, refs) == pytest.approx(1.0, abs=0.01)

@@ -6,8 +6,8 @@ import pathlib
 import ml_collections
 import pytest
 
-from transformer_jax.base import paths
 from transformer_jax.base.errors import UserError
+from transformer_jax.base import paths
 from transformer_jax.run import defaults as base
 from transformer_jax.train import validation
 

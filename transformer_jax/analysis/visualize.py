@@ -32,8 +32,8 @@ from transformer_jax.data import raw_text
 from transformer_jax.decoding import predict
 from transformer_jax.evaluation import evaluators as evaluation
 from transformer_jax.nn import positional
+from transformer_jax.pretrained import restored
 from transformer_jax.train import components
-from transformer_jax.train import restored
 
 OUT_DIR = 'visualize'
 DEFAULT_SENTENCES = 2

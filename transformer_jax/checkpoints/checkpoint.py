@@ -17,44 +17,33 @@ Nothing that was saved is lost or trusted blindly:
 - Restore checks the saved shapes against the state the config builds and fails with a UserError
   that names the first differing parameter, instead of orbax's long pytree errors.
 - A damaged newest step (a crash mid-copy, bit rot) is skipped with a warning and the previous
-  step restored. A writable Checkpointer (training) then moves each skipped step to
-  `<workdir>/checkpoints/damaged/<step>` (`<step>-1`, ... if taken), so the resumed run can save
-  its own steps of those numbers; they stay inside checkpoints/, where neither orbax's rotation
-  (which only lists numbered dirs) nor a failed set-up's clean-up of new workdir entries touches
-  them. A read-only Checkpointer (evaluation) only skips them. Nothing is ever deleted.
+  step restored; a writable Checkpointer moves the skipped steps aside (damage.py). Nothing is
+  ever deleted.
 
-Keeping the best step (`train.keep_best`): besides the newest `max_to_keep` steps, the step with
-the best value of one evaluation metric is kept, through orbax's own retention rules
-(`AnyPreservationPolicy` of `LatestN(max_to_keep)` and `BestN(n=1)`; orbax's plain
-`best_fn` + `max_to_keep` would keep the best K instead of the newest K). `save(metrics=...)`
-records the metric with the step (orbax's `metrics` item, so the ranking survives a restart).
-The trainer passes the metrics of an evaluation of that very step only: a save at a step with no
-evaluation (checkpoint_every_steps not a multiple of eval_every_steps, a stop signal) carries no
-metric, is never "best", and is kept only while it is among the newest. A NaN/inf value counts
-as no metric. `best_step` finds the kept one for `--mode=eval --step=best`.
+Keeping the best step (`train.keep_best`) and the metric ranking are retention.py's; moving
+damaged steps aside and the errors for them, damage.py's.
 
 Checkpoint averaging for evaluation (the paper's §6.1) lives in averaging.py; it reads through
 `Checkpointer.read_params`.
 """
 
-import math
 import os
 from typing import Any, Optional, Sequence
 
 from absl import logging
 import jax
-from jax.experimental import multihost_utils
-import numpy as np
 import orbax.checkpoint as ocp
 
 from transformer_jax.base import checksums
 from transformer_jax.base.errors import UserError
+from transformer_jax.checkpoints import damage
 from transformer_jax.checkpoints import diagnosis as checkpoint_errors
 from transformer_jax.checkpoints import integrity as checkpoint_integrity
+from transformer_jax.checkpoints import retention
 from transformer_jax.checkpoints import trees as checkpoint_trees
 
 CHECKPOINT_SUBDIR = 'checkpoints'
-DAMAGED_SUBDIR = 'damaged'          # <workdir>/checkpoints/damaged/<step>
+DAMAGED_SUBDIR = damage.DAMAGED_SUBDIR      # <workdir>/checkpoints/damaged/<step>
 _STATE, _DATA, _META = 'state', 'data', 'meta'
 _USER_META, _CHECKSUMS = 'meta', 'state_checksums'     # the keys of the meta item
 _FIX_MISMATCH = 'use the same config (vocab_size, model sizes) or a new --workdir'
@@ -70,36 +59,6 @@ def _split_meta(item: Any) -> tuple[Optional[dict], Optional[dict]]:
   if isinstance(item, dict) and _CHECKSUMS in item:
     return item.get(_USER_META), item[_CHECKSUMS]
   return item, None
-
-
-def _metric_score(metric: str, mode: str):
-  """score(saved metrics) -> float, higher is better; -inf when `metric` is absent or not finite.
-
-  mode is 'max' (a higher value is better) or 'min' (lower is better).
-  """
-  def score(saved) -> float:
-    value = (saved or {}).get(metric) if isinstance(saved, dict) else None
-    if (not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool)
-        or not math.isfinite(value)):
-      return -math.inf
-    return float(value) if mode == 'max' else -float(value)
-  return score
-
-
-class _Manager(ocp.CheckpointManager):
-  """orbax's manager, except that a step whose metrics file cannot be read (damaged) counts as
-  having no metric, with a warning, instead of failing every open and reload of the directory
-  (orbax reads every step's metrics there). The state itself is checked when it is read."""
-
-  def _get_metrics(self, step: int):
-    try:
-      return super()._get_metrics(step)
-    except Exception as e:  # pylint: disable=broad-except  (re-raised unless a storage error)
-      if not checkpoint_errors.is_storage_error(e):
-        raise
-      logging.warning('checkpoint step %d: its saved metrics cannot be read (%s); it counts as '
-                      'having none', step, checkpoint_errors.short(e))
-      return None
 
 
 class Checkpointer:
@@ -147,23 +106,16 @@ class Checkpointer:
     if best_mode not in ('max', 'min'):
       raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
     self._best_metric = '' if read_only else best_metric
-    retention = {'max_to_keep': None if read_only else max_to_keep}
-    if self._best_metric:
-      # The newest max_to_keep steps, plus the best one. best_fn makes orbax record the metrics;
-      # the score is already oriented (higher is better), hence best_mode 'max' for both.
-      score, policies = _metric_score(best_metric, best_mode), ocp.checkpoint_managers
-      retention = {'preservation_policy': policies.AnyPreservationPolicy([
-          policies.LatestN(max_to_keep),
-          policies.BestN(get_metric_fn=score, n=1, keep_checkpoints_without_metrics=False)]),
-                   'best_fn': score, 'best_mode': 'max'}
+    retention_options = retention.options(None if read_only else max_to_keep, self._best_metric,
+                                          best_mode)
     # read_only wants max_to_keep=None and save_interval_steps=0, else orbax warns it changed them.
     options = ocp.CheckpointManagerOptions(
         enable_async_checkpointing=async_save and not read_only, read_only=read_only,
-        create=not read_only, save_interval_steps=0 if read_only else 1, **retention)
+        create=not read_only, save_interval_steps=0 if read_only else 1, **retention_options)
     # Naming the handlers lets a fresh manager read metadata without being given restore args.
     handlers = {_STATE: ocp.StandardCheckpointHandler(), _DATA: ocp.JsonCheckpointHandler(),
                 _META: ocp.JsonCheckpointHandler()}
-    self._manager = _Manager(
+    self._manager = retention.TolerantManager(
         os.path.abspath(self.directory), options=options, item_handlers=handlers)
     self._params_reader = None
     self._async = async_save and not read_only
@@ -215,10 +167,7 @@ class Checkpointer:
                                  _META: ocp.args.JsonSave(stored_meta)})
     extra = {}
     if self._best_metric:
-      # {} (not None) for a step without a finite value: orbax warns at every save without metrics.
-      value = (metrics or {}).get(self._best_metric)
-      finite = _metric_score(self._best_metric, 'max')(metrics) != -math.inf
-      extra['metrics'] = {self._best_metric: float(value)} if finite else {}
+      extra['metrics'] = retention.recorded_metrics(self._best_metric, metrics)
     try:
       started = self._manager.save(step, args=args, **extra)
     except Exception as e:  # pylint: disable=broad-except  (re-raised unless a storage error)
@@ -296,12 +245,7 @@ class Checkpointer:
     """
     self.wait()
     self._manager.reload()
-    score, best = _metric_score(metric, mode), None
-    for step in self.all_steps():
-      saved = self._manager.metrics(step)
-      if score(saved) != -math.inf and (best is None or score(saved) >= best[0]):
-        best = (score(saved), step, float(saved[metric]))
-    return None if best is None else best[1:]
+    return retention.best_step(self._manager, self.all_steps(), metric, mode)
 
   def last_k_steps(self, k: int) -> list[int]:
     """The newest `k` steps, oldest first (fewer if fewer exist), e.g. for `average_params`."""
@@ -387,52 +331,13 @@ class Checkpointer:
                     '--workdir')
 
   def _set_aside(self, steps: Sequence[int]) -> None:
-    """Moves damaged steps that a restore skipped out of orbax's sight, unless read-only.
-
-    Left in place, the newest of them would stay the run's latest step, and every later save of
-    a step up to it would be refused: the resumed run could never save its progress.
-    """
-    if not steps:
-      return
-    if self.read_only:
-      logging.warning('damaged checkpoint step(s) %s left in %s (read-only: nothing is moved)',
-                      list(steps), self.directory)
-      return
-    if jax.process_index() == 0:       # one process moves; the others wait for it
-      for step in steps:
-        self._move_aside(step)
-    if jax.process_count() > 1:
-      multihost_utils.sync_global_devices('checkpoint: damaged steps moved aside')
-    self._manager.reload()
-
-  def _move_aside(self, step: int) -> None:
-    """Renames `<step>` to `damaged/<step>` (or `damaged/<step>-N` if taken); deletes nothing."""
-    source = os.path.join(self.directory, str(step))
-    aside = os.path.join(self.directory, DAMAGED_SUBDIR)
-    target, n = os.path.join(aside, str(step)), 0
-    while os.path.exists(target):
-      n += 1
-      target = os.path.join(aside, f'{step}-{n}')
-    try:
-      os.makedirs(aside, exist_ok=True)
-      os.rename(source, target)
-    except OSError as e:
-      raise UserError(f'damaged checkpoint step {step} could not be moved aside ({e.strerror}): '
-                      f'move {source} out of {self.directory} by hand, then resume') from e
-    logging.warning('moved damaged checkpoint step %d to %s (kept for inspection), so that this '
-                    'run can save a new step %d', step, target, step)
+    """Moves damaged steps that a restore skipped out of orbax's sight (damage.set_aside)."""
+    if damage.set_aside(self.directory, steps, self.read_only):
+      self._manager.reload()
 
   def damaged_step_error(self, step: int, reason: Exception) -> UserError:
-    """The one-line error for an explicitly requested step that is damaged; it suggests the
-    nearest older saved step (or any other) for --step."""
-    others = [s for s in self.all_steps() if s != step]
-    if others:
-      suggestion = max([s for s in others if s < step] or others)
-      fix = (f'pick another step, e.g. --step={suggestion}, or omit --step to use the newest '
-             'readable one')
-    else:
-      fix = 'restore it from a backup, or train again'
-    return UserError(f'checkpoint step {step} in {self.directory} is damaged ({reason}): {fix}')
+    """The one-line error for an explicitly requested step that is damaged (damage.step_error)."""
+    return damage.step_error(self.directory, self.all_steps(), step, reason)
 
   def _restore_explicit(self, step: int, abstract: PyTree, steps: Sequence[int]):
     """Restores exactly `step`, with a UserError if it is missing or damaged."""
@@ -508,7 +413,7 @@ class Checkpointer:
     """
     if self._params_reader is None:
       options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
-      self._params_reader = _Manager(
+      self._params_reader = retention.TolerantManager(
           os.path.abspath(self.directory), options=options,
           item_handlers={_STATE: ocp.PyTreeCheckpointHandler(),
                          _META: ocp.JsonCheckpointHandler()})

@@ -1,4 +1,4 @@
-"""Text generation from a decoder-only LM through decode.py's searches.
+"""Text generation from a decoder-only LM through decode.py's and beam.py's searches.
 
 `sample_step` draws (or greedy/beam-searches) continuations of a batch of prompts.
 The LM's key/value cache is wrapped in a small state that the searches carry as their
@@ -26,6 +26,7 @@ import numpy as np
 from absl import logging
 
 from transformer_jax.data import batching
+from transformer_jax.decoding import beam
 from transformer_jax.decoding import decode
 from transformer_jax.decoding import predict
 from transformer_jax.decoding.predict import SearchSettings
@@ -53,7 +54,7 @@ def init_state(model: Any, params: Any, prompts: jnp.ndarray, prompt_lengths: jn
 
 
 def make_tokens_to_logits(model: Any, params: Any):
-  """tokens_to_logits_fn(ids [n, 1], state) -> (logits [n, vocab], state) for decode.py."""
+  """tokens_to_logits_fn(ids [n, 1], state) -> (logits [n, vocab], state) for the searches."""
   lm = model.clone(decoding=True)
   pad = model.config.pad_id
 
@@ -94,14 +95,14 @@ def sample_step(params: Any, batch: dict, *, model: Any, settings: SearchSetting
                 max_lengths=max_lengths)
   fn = make_tokens_to_logits(model, params)
   if settings.method == 'beam':
-    prompts, prompt_lengths = decode.expand_to_beams((prompts, prompt_lengths),
-                                                     settings.beam_size)
+    prompts, prompt_lengths = beam.expand_to_beams((prompts, prompt_lengths),
+                                                   settings.beam_size)
   state, common['cache_stages'] = predict.staged_cache(
       lambda length: init_state(model, params, prompts, prompt_lengths, length),
       max_decode_len, settings.cache_stages)
   if settings.method == 'beam':
-    sequences, _ = decode.beam_search(state, fn, beam_size=settings.beam_size,
-                                      alpha=settings.alpha, **common)
+    sequences, _ = beam.beam_search(state, fn, beam_size=settings.beam_size,
+                                    alpha=settings.alpha, **common)
     return sequences[:, 0]
   if settings.method == 'greedy':
     return decode.greedy_search(state, fn, **common)

@@ -1,20 +1,21 @@
 """predict_step: translate a batch with an encoder-decoder through its decoding cache.
 
 The searches themselves (greedy, beam, sampling) are model-agnostic and live in
-decode.py; this module supplies `tokens_to_logits_fn` and the cache for any model with
+decode.py and beam.py; this module supplies `tokens_to_logits_fn` and the cache for any model with
 the cached encoder-decoder interface (families.Family.decodes): the Transformer and the
 RNN seq2seq models. Such a model has
   encode(inputs) -> encoded, and
   decode(encoded, inputs, targets) -> logits, which with `decoding=True` reads and
   updates a 'cache' collection one target position per call; the first call (with a
   [n, max_decode_len] placeholder) only creates the cache.
-`predict_step` is pure, so parallel.py can pmap or jit it like the train step.
-`translate_texts` is the host side that --mode=translate and `load_pretrained(...).translate`
-share: lines -> length-sorted, bucket-padded batches (`source_batches`) -> text in order.
+`predict_step` (and `nbest_step`, a beam search's n best with their scores) is pure, so
+parallel.py can pmap or jit it like the train step. `translate_texts` (and `translate_nbest`)
+is the host side that --mode=translate and `load_pretrained(...).translate` share: lines ->
+length-sorted, bucket-padded batches (`source_batches`) -> text in order.
 """
 import dataclasses
 import re
-from typing import Any, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ from absl import logging
 
 from transformer_jax.base.errors import UserError
 from transformer_jax.data import batching
+from transformer_jax.decoding import beam
 from transformer_jax.decoding import cache_stages
 from transformer_jax.decoding import decode
 from transformer_jax.nn import attention
@@ -86,7 +88,7 @@ def staged_cache(make_cache, max_decode_len: int, stages: int):
 
 def make_tokens_to_logits(model: Any, params: Any, encoded: jnp.ndarray,
                           inputs: jnp.ndarray):
-  """tokens_to_logits_fn(ids [n, 1], cache) -> (logits [n, vocab], cache) for decode.py."""
+  """tokens_to_logits_fn(ids [n, 1], cache) -> (logits [n, vocab], cache) for the searches."""
   decoder = model.clone(decoding=True)
 
   def tokens_to_logits(ids, cache):
@@ -100,11 +102,11 @@ def make_tokens_to_logits(model: Any, params: Any, encoded: jnp.ndarray,
 
 def for_beams(model: Any, encoded: jnp.ndarray, inputs: jnp.ndarray, beam_size: int):
   """(encoded, inputs) as a beam search's decoder takes them: tiled once per beam
-  (`decode.expand_to_beams`), unless the model's beams share one copy of their source
+  (`beam.expand_to_beams`), unless the model's beams share one copy of their source
   (`beams_share_source`, the Transformer: its cross-attention reads each source once)."""
   if getattr(model, 'beams_share_source', False):
     return encoded, inputs
-  return decode.expand_to_beams((encoded, inputs), beam_size)
+  return beam.expand_to_beams((encoded, inputs), beam_size)
 
 
 def decode_lengths(inputs: jnp.ndarray, settings: SearchSettings, max_len: int) -> Tuple[int, jnp.ndarray]:
@@ -114,33 +116,61 @@ def decode_lengths(inputs: jnp.ndarray, settings: SearchSettings, max_len: int) 
   return max_decode_len, jnp.minimum(source_lengths + settings.max_extra_len, max_decode_len)
 
 
-def predict_step(params: Any, batch: dict, *, model: Any, settings: SearchSettings,
-                 eos_id: int) -> jnp.ndarray:
-  """Output ids [batch, max_decode_len] (EOS kept, PAD after it) for `batch['inputs']`."""
-  inputs = batch['inputs']
+def _search_setup(params: Any, inputs: jnp.ndarray, *, model: Any, settings: SearchSettings,
+                  eos_id: int):
+  """(cache, tokens_to_logits_fn, the searches' common keyword arguments) for `inputs`."""
   batch_size = inputs.shape[0]
   max_decode_len, max_lengths = decode_lengths(inputs, settings, model.config.max_len)
   encoded = model.apply({'params': params}, inputs, method='encode')
   common = dict(batch_size=batch_size, max_decode_len=max_decode_len, eos_id=eos_id,
                 max_lengths=max_lengths)
+  rows = batch_size
   if settings.method == 'beam':
     encoded, inputs = for_beams(model, encoded, inputs, settings.beam_size)
     rows = batch_size * settings.beam_size
-  else:
-    rows = batch_size
   cache, common['cache_stages'] = staged_cache(
       lambda length: init_cache(model, params, encoded, inputs, length, rows=rows),
       max_decode_len, settings.cache_stages)
-  fn = make_tokens_to_logits(model, params, encoded, inputs)
+  return cache, make_tokens_to_logits(model, params, encoded, inputs), common
+
+
+def predict_step(params: Any, batch: dict, *, model: Any, settings: SearchSettings,
+                 eos_id: int) -> jnp.ndarray:
+  """Output ids [batch, max_decode_len] (EOS kept, PAD after it) for `batch['inputs']`."""
   if settings.method == 'beam':
-    sequences, _ = decode.beam_search(cache, fn, beam_size=settings.beam_size,
-                                      alpha=settings.alpha, **common)
-    return sequences[:, 0]
+    return nbest_step(params, batch, model=model, settings=settings, eos_id=eos_id,
+                      nbest=1)[0][:, 0]
+  inputs = batch['inputs']
+  cache, fn, common = _search_setup(params, inputs, model=model, settings=settings,
+                                    eos_id=eos_id)
   if settings.method == 'greedy':
     return decode.greedy_search(cache, fn, **common)
   rng = jax.random.fold_in(jax.random.PRNGKey(settings.seed), jnp.sum(inputs))
   return decode.sample_search(cache, fn, rng, temperature=settings.temperature,
                               top_k=settings.top_k, top_p=settings.top_p, **common)
+
+
+def nbest_step(params: Any, batch: dict, *, model: Any, settings: SearchSettings, eos_id: int,
+               nbest: int) -> Tuple[jnp.ndarray, jnp.ndarray]:
+  """The `nbest` best hypotheses of a beam search for `batch['inputs']`, and their scores.
+
+  A hypothesis Y scores log P(Y | source) / lp(|Y|): its log-probability under the model (PAD
+  excluded, which the search never emits; EOS included) divided by the GNMT length penalty
+  ((5 + |Y|) / 6) ** alpha, |Y| counting its tokens with the EOS (`beam.length_penalty`).
+
+  Returns:
+    (ids int32 [batch, nbest, max_decode_len] (EOS kept, PAD after it),
+     scores float32 [batch, nbest]), best first per example; a slot the search could not
+    fill (fewer hypotheses exist) scores below decode.NEG_INF / 2.
+  """
+  if settings.method != 'beam':
+    raise UserError(f'an n-best list ranks the hypotheses of a beam search, not of '
+                    f'method={settings.method!r}: decode with method=beam')
+  cache, fn, common = _search_setup(params, batch['inputs'], model=model, settings=settings,
+                                    eos_id=eos_id)
+  sequences, scores = beam.beam_search(cache, fn, beam_size=settings.beam_size,
+                                       alpha=settings.alpha, nbest=nbest, **common)
+  return sequences[:, :nbest], scores[:, :nbest]
 
 
 def source_batches(tokenizer, lines: List[str], data_config, batch_multiple: int,
@@ -179,6 +209,16 @@ def _encode(tokenizer, lines: List[str], first_line: int):
     raise UserError(re.sub(r'^line (\d+)', renumber, str(e))) from None
 
 
+def _decoded_batches(parts, params, lines: List[str], predict_fn, data_config, *,
+                     rows: Optional[int], first_line: int) -> Iterator[Tuple[Any, Any]]:
+  """(`predict_fn`'s host output for a batch, the lines its rows hold, in row order)."""
+  for batch, order in source_batches(parts.tokenizer, lines, data_config, jax.device_count(),
+                                     parts.model_config.max_input_len, rows=rows,
+                                     first_line=first_line):
+    yield parts.runner.run_replicated(predict_fn, params,
+                                      parts.runner.put_batch({'inputs': batch['inputs']})), order
+
+
 def translate_texts(parts, params, lines: List[str], predict_fn, data_config, *,
                     rows: Optional[int] = None, first_line: int = 1) -> List[str]:
   """The translation of each line, in the lines' order (host side, through `parts.runner`).
@@ -193,11 +233,27 @@ def translate_texts(parts, params, lines: List[str], predict_fn, data_config, *,
     rows, first_line: as in `source_batches`.
   """
   texts = [''] * len(lines)
-  for batch, order in source_batches(parts.tokenizer, lines, data_config, jax.device_count(),
-                                     parts.model_config.max_input_len, rows=rows,
+  for ids, order in _decoded_batches(parts, params, lines, predict_fn, data_config, rows=rows,
                                      first_line=first_line):
-    ids = parts.runner.run_replicated(predict_fn, params,
-                                      parts.runner.put_batch({'inputs': batch['inputs']}))
     for row, text in zip(order, parts.tokenizer.decode_batch(np.asarray(ids))):
       texts[row] = text
   return texts
+
+
+def translate_nbest(parts, params, lines: List[str], nbest_fn, data_config, *,
+                    rows: Optional[int] = None,
+                    first_line: int = 1) -> List[List[Tuple[str, float]]]:
+  """Per line, in the lines' order, its n best translations as (text, score), best first.
+
+  As `translate_texts`, with `nbest_fn` = `nbest_step` with model, settings, eos_id and nbest
+  bound. Scores are nbest_step's (length-penalised log-probabilities); slots the search could
+  not fill are left out, so a list may be shorter than nbest.
+  """
+  ranked = [[] for _ in lines]
+  for (ids, scores), order in _decoded_batches(parts, params, lines, nbest_fn, data_config,
+                                               rows=rows, first_line=first_line):
+    for row, line in enumerate(order):
+      texts = parts.tokenizer.decode_batch(np.asarray(ids[row]))
+      ranked[line] = [(text, float(score)) for text, score in zip(texts, scores[row])
+                      if score > decode.NEG_INF / 2]
+  return ranked

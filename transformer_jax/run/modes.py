@@ -23,9 +23,9 @@ from transformer_jax.evaluation import bleu
 from transformer_jax.evaluation import evaluators as evaluation
 from transformer_jax.models import summary
 from transformer_jax.pretrained import export as export_lib
+from transformer_jax.pretrained import restored
 from transformer_jax.train import components
 from transformer_jax.train import metrics_writer
-from transformer_jax.train import restored
 from transformer_jax.train import trainer
 
 

@@ -29,7 +29,7 @@ from typing import List
 from transformer_jax.base.errors import UserError
 from transformer_jax.base import workdir as workdir_lib
 from transformer_jax.sweep import provenance
-from transformer_jax.sweep import report
+from transformer_jax.sweep.reporting import report
 from transformer_jax.sweep import runner
 from transformer_jax.train import early_stop
 

@@ -15,7 +15,8 @@ from absl import logging
 
 from transformer_jax.base.errors import UserError
 from transformer_jax.sweep import archive
-from transformer_jax.sweep import report
+from transformer_jax.sweep import processes
+from transformer_jax.sweep.reporting import report
 from transformer_jax.sweep import runner
 from transformer_jax.sweep import spec
 
@@ -33,8 +34,8 @@ def _evaluate_split(plan: runner.Plan, split: str) -> None:
       continue
     logging.info('evaluating %s on %s', member.name, split)
     command = plan.command(member, 'eval')
-    returncode = runner._run(command, os.path.join(folder, 'sweep.log'), dict(os.environ),  # pylint: disable=protected-access
-                             runner._Stop())  # pylint: disable=protected-access
+    returncode = processes.run(command, os.path.join(folder, 'sweep.log'), dict(os.environ),
+                             processes.Stop())
     if returncode != 0:
       raise UserError(f'evaluating {member.name} on {split} failed: see {folder}/sweep.log')
 

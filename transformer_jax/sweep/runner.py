@@ -23,16 +23,14 @@ import dataclasses
 import json
 import os
 import queue
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
 from transformer_jax.base.errors import UserError
 from transformer_jax.base import workdir as workdir_lib
+from transformer_jax.sweep import processes
 from transformer_jax.sweep import provenance
 from transformer_jax.sweep import spec
 from transformer_jax.train import early_stop
@@ -162,78 +160,17 @@ def rerun_names(plan: Plan, given: str) -> List[str]:
 
 def listing(plan: Plan) -> List[str]:
   """One line per member: index, name, status and the exact command."""
-  return [f'{m.index}\t{m.name}\t{status(plan, m)}\t' + ' '.join(_quoted(plan.command(m)))
+  return [f'{m.index}\t{m.name}\t{status(plan, m)}\t' + ' '.join(processes.quoted(plan.command(m)))
           for m in plan.sweep.members()]
 
 
-def _quoted(words: Sequence[str]) -> List[str]:
-  import shlex
-  return [shlex.quote(w) for w in words]
-
-
-def _last_error(log_path: str, returncode: int) -> str:
-  """The `error:` line of the attempt that just failed (the log holds every attempt, each after
-  its `$ command` line), or that attempt's last line (e.g. a traceback's last line)."""
-  with open(log_path, encoding='utf-8', errors='replace') as f:
-    lines = [line.rstrip('\n') for line in f if line.strip()]
-  starts = [i for i, line in enumerate(lines) if line.startswith('$ ')]
-  attempt = lines[starts[-1] + 1:] if starts else lines
-  errors = [line for line in attempt if line.startswith('error:')]
-  return (errors or attempt[-1:] or [f'error: exit code {returncode} with no output'])[-1]
-
-
-class _Stop:
-  """A SIGTERM/SIGINT to the sweep: forwarded to running members (which save and stop), and
-  no new member starts."""
-
-  def __init__(self):
-    self.requested = False
-    self.processes = set()
-    self.lock = threading.Lock()
-
-  def handle(self, signum, frame):
-    del frame
-    self.requested = True
-    with self.lock:
-      for process in self.processes:
-        process.send_signal(signum)
-
-
-def _stop_with_parent():
-  """In the child: a SIGTERM when the sweep process dies, even by SIGKILL (Linux), so a
-  member saves and stops instead of training on unwatched and holding its workdir's lock."""
-  if sys.platform.startswith('linux'):
-    import ctypes
-    ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
-
-
-def _run(command: List[str], log_path: str, env: Dict[str, str], stop: _Stop,
-         cores: Optional[Sequence[int]] = None) -> int:
-  def in_child():
-    _stop_with_parent()
-    if cores:
-      os.sched_setaffinity(0, cores)
-  with open(log_path, 'a', encoding='utf-8') as log:
-    log.write(f'\n$ {" ".join(_quoted(command))}\n')
-    log.flush()
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                               stdin=subprocess.DEVNULL, preexec_fn=in_child)
-    with stop.lock:
-      stop.processes.add(process)
-    try:
-      return process.wait()
-    finally:
-      with stop.lock:
-        stop.processes.discard(process)
-
-
 def run_member(plan: Plan, member: spec.Member, env: Optional[Dict[str, str]] = None,
-               stop: Optional[_Stop] = None, cores: Optional[Sequence[int]] = None) -> str:
+               stop: Optional[processes.Stop] = None, cores: Optional[Sequence[int]] = None) -> str:
   """Trains and evaluates one member unless done; returns its status afterwards.
 
   `cores`: the CPU cores its processes may run on (None: all).
   """
-  stop = stop or _Stop()
+  stop = stop or processes.Stop()
   folder = plan.member_dir(member)
   if status(plan, member) in ('done', 'running'):   # running: another sweep process has it
     return status(plan, member)
@@ -253,11 +190,11 @@ def run_member(plan: Plan, member: spec.Member, env: Optional[Dict[str, str]] = 
   _write_json(os.path.join(folder, MEMBER), record)
   log = os.path.join(folder, 'sweep.log')
   for mode in ('train', 'eval'):
-    returncode = _run(plan.command(member, mode), log, env, stop, cores)
+    returncode = processes.run(plan.command(member, mode), log, env, stop, cores)
     if stop.requested:
       return status(plan, member)
     if returncode != 0:
-      _write_text(os.path.join(folder, FAILED), _last_error(log, returncode) + '\n')
+      _write_text(os.path.join(folder, FAILED), processes.last_error(log, returncode) + '\n')
       return 'failed'
     if mode == 'train' and early_stop.finished_step(folder, num_steps) is None:
       _write_text(os.path.join(folder, FAILED),
@@ -306,58 +243,6 @@ def _write_text(path: str, text: str) -> None:
   os.replace(path + '.tmp', path)
 
 
-def visible_gpus() -> List[str]:
-  """GPU ids to hand out one per member process (empty on a CPU-only machine)."""
-  given = os.environ.get('CUDA_VISIBLE_DEVICES')
-  if given is not None:
-    return [g for g in given.split(',') if g.strip()]
-  if shutil.which('nvidia-smi') is None:
-    return []
-  result = subprocess.run(['nvidia-smi', '-L'], capture_output=True, text=True, check=False)
-  return [str(i) for i, line in enumerate(result.stdout.splitlines()) if line.startswith('GPU')]
-
-
-def cpu_shares(parallel: int) -> List[Optional[List[int]]]:
-  """The cores each of `parallel` concurrent members may use: disjoint equal shares of
-  this process's cores (Linux), or None each (no pinning: one member, or no affinity).
-
-  Pinned, the members do not contend for cores: on the 2-core machine two members on one
-  core each trained 0.67 + 0.67 steps/s where one member on both cores trained 1.07. But
-  XLA splits its CPU work by the cores it has, which changes float rounding: the Tiny
-  model's params after two steps on one core differ from those on two. So pinning is
-  asked for (--sweep_pin_cores) and a pinned sweep is resumed pinned.
-  """
-  if parallel < 2 or not hasattr(os, 'sched_getaffinity'):
-    return [None] * parallel
-  cores = sorted(os.sched_getaffinity(0))
-  if len(cores) < parallel:
-    return [None] * parallel
-  share = len(cores) // parallel
-  return [cores[i * share:(i + 1) * share] for i in range(parallel)]
-
-
-def device_slots(parallel: int, per_device: int, gpus: Sequence[str]) -> List[Dict[str, str]]:
-  """The environment changes of each of `parallel` concurrent members: with GPUs, slot i
-  runs on GPU i // per_device with 1/per_device of its memory (XLA's memory fraction, 90%
-  shared out); without, nothing (CPU members share the cores, or are pinned)."""
-  if per_device < 1:
-    raise UserError(f'--sweep_per_device={per_device} must be at least 1')
-  if not gpus:
-    return [{} for _ in range(parallel)]
-  if parallel > len(gpus) * per_device:
-    raise UserError(f'--sweep_parallel={parallel} but {len(gpus)} GPU(s) with '
-                    f'--sweep_per_device={per_device} hold {len(gpus) * per_device} members: '
-                    f'give --sweep_parallel={len(gpus) * per_device} or fewer, or a larger '
-                    '--sweep_per_device')
-  slots = []
-  for slot in range(parallel):
-    env = {'CUDA_VISIBLE_DEVICES': gpus[slot // per_device]}
-    if per_device > 1:
-      env.update(XLA_PYTHON_CLIENT_MEM_FRACTION=f'{0.9 / per_device:.3f}')
-    slots.append(env)
-  return slots
-
-
 def run_all(plan: Plan, parallel: int = 1, log=print, pin_cores: bool = False,
             per_device: int = 1) -> Dict[str, str]:
   """Runs every member that is not done, `parallel` at a time; returns {name: status}.
@@ -368,8 +253,8 @@ def run_all(plan: Plan, parallel: int = 1, log=print, pin_cores: bool = False,
   """
   if parallel < 1:
     raise UserError(f'--sweep_parallel={parallel} must be at least 1')
-  gpus = visible_gpus()
-  slots = device_slots(parallel, per_device, gpus)
+  gpus = processes.visible_gpus()
+  slots = processes.device_slots(parallel, per_device, gpus)
   lock, unlocked_log = threading.Lock(), log
 
   def log(line):                     # concurrent members: one whole line at a time
@@ -377,7 +262,7 @@ def run_all(plan: Plan, parallel: int = 1, log=print, pin_cores: bool = False,
       unlocked_log(line)
 
   free = queue.Queue()
-  shares = cpu_shares(parallel) if pin_cores else [None] * parallel
+  shares = processes.cpu_shares(parallel) if pin_cores else [None] * parallel
   for slot in range(parallel):
     free.put((slots[slot], shares[slot]))
   members = plan.sweep.members()
@@ -385,7 +270,7 @@ def run_all(plan: Plan, parallel: int = 1, log=print, pin_cores: bool = False,
   todo = [m for m in members if results[m.name] != 'done']
   log(f'sweep {plan.source}: {len(members)} members, {len(members) - len(todo)} done, '
       f'{len(todo)} to run, {parallel} at a time, in {plan.workdir}')
-  stop = _Stop()
+  stop = processes.Stop()
   previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
   started = time.time()
 
@@ -439,7 +324,7 @@ def run_one(plan: Plan, index: int, log=print) -> str:
     raise UserError(f'--sweep_member={index} is out of range: this sweep has members 0 to '
                     f'{len(members) - 1} (see --sweep_list)')
   member = members[index]
-  stop = _Stop()
+  stop = processes.Stop()
   previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
   try:
     result = run_member(plan, member, stop=stop)

@@ -26,13 +26,13 @@ from typing import Any, Dict, List, Optional, Sequence
 from absl import logging
 
 from transformer_jax.base.errors import UserError
-from transformer_jax.sweep import comparisons as comparisons_lib
-from transformer_jax.sweep import curves
-from transformer_jax.sweep import learning
 from transformer_jax.sweep import provenance
+from transformer_jax.sweep.reporting import comparisons as comparisons_lib
+from transformer_jax.sweep.reporting import curves
+from transformer_jax.sweep.reporting import learning
+from transformer_jax.sweep.reporting import tables
 from transformer_jax.sweep import runner
 from transformer_jax.sweep import spec
-from transformer_jax.sweep import tables
 
 REFERENCES = 'references.json'    # in <sweep>/shared/: checksums of each split's references
 

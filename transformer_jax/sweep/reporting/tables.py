@@ -6,8 +6,8 @@ import csv
 import json
 from typing import Any, Dict, List, Sequence
 
+from transformer_jax.sweep.reporting import statistics
 from transformer_jax.sweep import spec
-from transformer_jax.sweep import statistics
 
 
 def fmt(value, digits=2) -> str:

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import scipy.stats
 
-from transformer_jax.sweep import statistics
+from transformer_jax.sweep.reporting import statistics
 
 OWN_SEEDS_MIN = 5
 ALPHA = 0.05
