@@ -1,4 +1,4 @@
-"""The command line: train (default), evaluate a checkpoint, translate, sample an LM, draw a
+r"""The command line: train (default), evaluate a checkpoint, translate, sample an LM, draw a
 Transformer's attention maps, or run and report a sweep.
 
   transformer-jax train --experiment=experiments/multi30k.py --workdir=runs/m30k
@@ -17,13 +17,15 @@ a trained run (eval, translate, sample, visualize) take the run's own config.jso
   transformer-jax translate --workdir=runs/m30k --experiment.decode.beam_size=8
 
 Relative paths start in the current directory (transformer_jax/base/paths.py). Mistakes in flags,
-configs or data end with one line naming the problem and the fix (exit code 2). Only this
-module (with cli_config.py) reads flags or calls `jax.config.update`.
+configs or data end with one line naming the problem and the fix (exit code 2). --help (or -h)
+lists the flags; --version prints the versions of transformer-jax, jax and flax.
 """
+# Only this module (with run/overrides.py, the --experiment flag) reads flags or calls
+# `jax.config.update`; run/preflight.py knows which flags go together, run/arguments.py reads
+# argv before absl does.
 import functools
 import os
 import sys
-import threading
 
 from absl import app
 from absl import flags
@@ -31,8 +33,11 @@ from absl import logging
 
 from transformer_jax.base.errors import UserError
 from transformer_jax.base import paths
-from transformer_jax.base import process_exit
+from transformer_jax.run import arguments
+from transformer_jax.run import exit_codes
+from transformer_jax.run import multihost
 from transformer_jax.run import overrides as cli_config
+from transformer_jax.run import preflight
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'run folder; default runs/<experiment>[_<variant>] '
                                'in the current directory')
@@ -111,68 +116,81 @@ _BUFFER_LINES = flags.DEFINE_integer(
 _EXPORT_DIR = flags.DEFINE_string('export_dir', None, 'export: the new (or empty) folder to write '
                                   'the model to, for transformer_jax.load_pretrained; default '
                                   '<workdir>/export')
+# Listed in --help and known to the did-you-mean of a misspelt flag; main() answers it before
+# anything else is parsed or loaded.
+flags.DEFINE_bool('version', False, 'print the versions of transformer-jax, jax and flax, then '
+                  'exit')
+
 
 # Modes that read a trained run: without --experiment they use its config.json.
 RUN_MODES = ('eval', 'translate', 'sample', 'visualize', 'export')
 # How sweep members are started when nothing else is said (launch.py passes itself).
 DEFAULT_LAUNCHER = (sys.executable, '-m', 'transformer_jax')
+# The name the installed command (and `python -m transformer_jax`) gives itself in --help.
+PROGRAM = 'transformer-jax'
+# How an entry point ends its process with main's exit code: sys.exit(ready_to_exit(code)).
+ready_to_exit = exit_codes.ready_to_exit
 
 
-def start_multihost():
-  """Joins the multi-process run, saying what it waits for; gives up after --multihost_timeout.
+def main(argv=None, launcher=DEFAULT_LAUNCHER) -> int:
+  """Runs one command and returns its exit code; the process ends only where a caller ends it.
 
-  jax aborts the whole process (a C++ fatal error, no Python exception) when its own
-  initialization timeout passes, so a watchdog thread gives up first with one line.
+  Args:
+    argv: the program's name, then flags (default sys.argv); `--mode=` picks the mode.
+    launcher: the command that starts a sweep's members (launch.py passes `python launch.py`).
+
+  Returns:
+    0 when done (also after --help or --version), 2 after a mistake's one `error:` line,
+    130 when interrupted (Ctrl-C).
   """
-  import jax
-  if _MULTIHOST_TIMEOUT.value < 1:
-    raise UserError(f'--multihost_timeout={_MULTIHOST_TIMEOUT.value} must be at least 1 second')
-  if jax.config.jax_platforms in (None, '', 'cpu') and os.environ.get('JAX_PLATFORMS', 'cpu') == 'cpu':
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  where = _COORDINATOR.value or 'the coordinator the cluster names'
-  logging.warning('multihost: joining the processes at %s (waiting up to %d s for all of them; '
-                  '--multihost_timeout)', where, _MULTIHOST_TIMEOUT.value)
-  joined = threading.Event()
-
-  def give_up():
-    if not joined.wait(_MULTIHOST_TIMEOUT.value):
-      print(f'error: --multihost: not all {_NUM_PROCESSES.value or ""} processes joined at '
-            f'{where} within {_MULTIHOST_TIMEOUT.value} s: start every process with the same '
-            '--coordinator_address and --num_processes (and its own --process_id), or raise '
-            '--multihost_timeout', file=sys.stderr, flush=True)
-      os._exit(2)   # pylint: disable=protected-access  (the main thread is blocked in C++)
-
-  threading.Thread(target=give_up, daemon=True).start()
+  argv = list(sys.argv if argv is None else argv)
+  if arguments.asks(argv, (arguments.VERSION_FLAG,)):
+    import transformer_jax
+    print(arguments.version_line(PROGRAM, transformer_jax.__version__))
+    return exit_codes.DONE
+  program_argv = sys.argv
   try:
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
-                               initialization_timeout=_MULTIHOST_TIMEOUT.value + 60)
-  except (ValueError, RuntimeError) as e:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise UserError(f'--multihost could not start ({first}): give --coordinator_address=host:port, '
-                    '--num_processes and --process_id, or run under a cluster that provides them '
-                    '(Slurm, TPU)') from None
+    return _run_app(argv, launcher)
   finally:
-    joined.set()
+    sys.argv = program_argv
 
 
-class _OwnInfoOnly:
-  """Lets INFO records through only from this project; libraries (orbax, tfds) say only
-  warnings, and without the tracebacks they attach (orbax logs one per failed write thread
-  before the error reaches us, which then says what failed in one line)."""
+def _run_app(argv, launcher) -> int:
+  """`main` past --version: absl parses the flags (again, when called before) and runs the mode."""
+  if flags.FLAGS.is_parsed():       # main() ran before in this process: start from the defaults,
+    flags.FLAGS.unparse_flags()     # with INFO logs as app.run's first call has them
+    flags.FLAGS.verbosity = logging.INFO
+  argv = arguments.long_help(cli_config.resolve_experiment_flag(argv))
+  sys.argv = argv           # overrides are read back from sys.argv once the mode is known
+  try:
+    cli_config.define_experiment_flag(argv)
+    _show_in_help(argv[0])
+    app.run(functools.partial(_run_or_fail, launcher=tuple(launcher)), argv=argv,
+            flags_parser=cli_config.parse_flags)
+  except SystemExit as e:   # app.run always ends in one; so does a mistake in the flags
+    code = exit_codes.of_system_exit(e.code)
+    helped = code == 1 and arguments.asks(argv, arguments.HELP_FLAGS)   # absl's help exits 1
+    return exit_codes.DONE if helped else code
+  except KeyboardInterrupt:
+    return exit_codes.INTERRUPTED
+  return exit_codes.DONE
 
-  def filter(self, record) -> bool:
-    if paths.is_own_source(record.pathname):
-      return True
-    if record.exc_info or record.exc_text:
-      record.exc_info, record.exc_text = None, None
-    return record.levelno >= 30
+
+def console_main() -> int:
+  """The `transformer-jax` console script (and `python -m transformer_jax`): the mode is the
+  first word. Returns the exit code for the script's `sys.exit` (see `ready_to_exit`)."""
+  try:
+    argv = [PROGRAM, *subcommand_argv(sys.argv)[1:]]
+  except UserError as e:
+    return ready_to_exit(_fail(str(e)))
+  program = sys.modules['__main__']    # --help prints the program's docstring
+  program.__doc__ = f'usage: {PROGRAM} <{"|".join(mode_words())}> [flags]\n\n{__doc__}'
+  return ready_to_exit(main(argv))
 
 
-def _fail(message: str):
+def _fail(message: str) -> int:
   print(f'error: {message}', file=sys.stderr)
-  process_exit.exit_within(2)      # a thread left blocked (orbax's, after a failed write) must
-                                   # not keep the process alive after its error line
+  return exit_codes.USER_ERROR
 
 
 def mode_words():
@@ -181,42 +199,8 @@ def mode_words():
 
 
 def subcommand_argv(argv):
-  """`transformer-jax <mode> [flags]` as `[prog, --mode=<mode>, flags...]`; argv without a
-  leading word is returned as it is (the mode then comes from --mode, default train)."""
-  argv = list(argv)
-  if len(argv) < 2 or argv[1].startswith('-'):
-    return argv
-  word, rest = argv[1], argv[2:]
-  if word not in mode_words():
-    raise UserError(f'unknown command {word!r}: give one of {", ".join(mode_words())} first, '
-                    'e.g. transformer-jax train --experiment=experiments/copy_task.py')
-  given = [a for a in rest if a.startswith(('--mode=', '-mode='))]
-  if any(a.split('=', 1)[1] != word for a in given) or any(a in ('--mode', '-mode') for a in rest):
-    raise UserError(f'the command {word!r} and a --mode flag both name the mode: drop --mode')
-  return [argv[0], f'--mode={word}', *rest]
-
-
-def console_main():
-  """The `transformer-jax` console script (and `python -m transformer_jax`)."""
-  try:
-    argv = subcommand_argv(sys.argv)
-  except UserError as e:
-    _fail(str(e))
-  program = sys.modules['__main__']
-  if not getattr(program, '__doc__', None):   # --help prints the program's docstring
-    program.__doc__ = __doc__
-  main(argv)
-
-
-def main(argv=None, launcher=DEFAULT_LAUNCHER):
-  """Parses `argv` (default sys.argv; flags only) and runs the mode; `launcher` starts a
-  sweep's members (launch.py passes `python launch.py`)."""
-  argv = cli_config.resolve_experiment_flag(sys.argv if argv is None else argv)
-  sys.argv = argv           # overrides are read back from sys.argv once the mode is known
-  cli_config.define_experiment_flag(argv)
-  _show_in_help(argv[0])
-  app.run(functools.partial(_run_or_fail, launcher=tuple(launcher)), argv=argv,
-          flags_parser=cli_config.parse_flags)
+  """`transformer-jax <mode> [flags]` as `[prog, --mode=<mode>, flags...]` (run/arguments.py)."""
+  return arguments.subcommand_argv(argv, mode_words(), PROGRAM)
 
 
 def _show_in_help(program: str) -> None:
@@ -228,12 +212,8 @@ def _show_in_help(program: str) -> None:
       flags.FLAGS.register_key_flag_for_module(program, flag)
 
 
-# Exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
-INTERRUPTED_EXIT = 130
-
-
-def _run_or_fail(argv, launcher):
-  """`run`, with a UserError as one `error:` line (exit 2) and Ctrl-C as a quiet exit 130.
+def _run_or_fail(argv, launcher) -> int:
+  """`run`'s exit code: a UserError is one `error:` line (2), and Ctrl-C a quiet 130.
 
   Training turns its first SIGINT into a save-and-stop (trainer.py); anywhere else, e.g.
   translate waiting for the next line of stdin, Ctrl-C stops the command without a traceback.
@@ -241,10 +221,11 @@ def _run_or_fail(argv, launcher):
   try:
     run(argv, launcher)
   except UserError as e:
-    _fail(str(e))
+    return _fail(str(e))
   except KeyboardInterrupt:
     sys.stderr.flush()
-    sys.exit(INTERRUPTED_EXIT)
+    return exit_codes.INTERRUPTED
+  return exit_codes.DONE
 
 
 def run(argv, launcher=DEFAULT_LAUNCHER):
@@ -254,7 +235,7 @@ def run(argv, launcher=DEFAULT_LAUNCHER):
   if len(argv) > 1:
     raise UserError(f'unexpected argument {argv[1]!r}: every option is a flag, e.g. '
                     '--experiment=experiments/multi30k.py --workdir=runs/m30k (see --help)')
-  _check_sweep_flags()
+  preflight.check_sweep_flags(_given_flags())
   if _SWEEP.value is not None:
     from transformer_jax.sweep import commands
     commands.main(_SWEEP.value, _WORKDIR.value, _MODE.value, parallel=_SWEEP_PARALLEL.value,
@@ -294,30 +275,31 @@ def run(argv, launcher=DEFAULT_LAUNCHER):
   logging.info('JAX %s: process %d/%d, %d local / %d global devices (%s)', jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
-  check_attention_impl(config, _MODE.value, jax.default_backend())
+  preflight.check_attention_impl(config, _MODE.value, jax.default_backend())
   dispatch(_MODE.value, config, workdir)
 
 
-# Flags of one run that a sweep has no use for: its members get theirs from the sweep file.
-_RUN_ONLY_FLAGS = ('step', 'input', 'print_config', 'buffer_lines', 'export_dir', 'multihost',
-                   'coordinator_address', 'num_processes', 'process_id', 'multihost_timeout')
-_SWEEP_ONLY_FLAGS = ('sweep_parallel', 'sweep_pin_cores', 'sweep_list', 'sweep_member',
-                     'sweep_archive', 'sweep_allow_mixed', 'sweep_rerun', 'sweep_per_device',
-                     'sweep_resamples', 'sweep_also')
+def start_multihost():
+  """--multihost: joins the processes (run/multihost.py), over gloo collectives on CPUs."""
+  import jax
+  on_cpu = os.environ.get('JAX_PLATFORMS', 'cpu') == 'cpu'
+  if jax.config.jax_platforms in (None, '', 'cpu') and on_cpu:
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  multihost.join(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                 _MULTIHOST_TIMEOUT.value)
 
 
-# The modes that use each flag that not every mode uses (--workdir, --experiment and
-# --print_config apply to all); given to any other mode, it is an error, not a silent no-op.
-# Keep it in step with `dispatch` (and modes.py): a flag is listed for a mode that reads it.
-FLAG_MODES = {
-    'step': ('eval', 'translate', 'sample', 'visualize', 'export'),
-    'input': ('translate', 'sample', 'visualize'),
-    'buffer_lines': ('translate',),
-    'export_dir': ('export',),
-    'multihost': ('train', 'eval'),    # the others refuse more than one process
-}
-# Flags that only tune --multihost.
-_MULTIHOST_FLAGS = ('coordinator_address', 'num_processes', 'process_id', 'multihost_timeout')
+class _OwnInfoOnly:
+  """Lets INFO records through only from this project; libraries (orbax, tfds) say only
+  warnings, and without the tracebacks they attach (orbax logs one per failed write thread
+  before the error reaches us, which then says what failed in one line)."""
+
+  def filter(self, record) -> bool:
+    if paths.is_own_source(record.pathname):
+      return True
+    if record.exc_info or record.exc_text:
+      record.exc_info, record.exc_text = None, None
+    return record.levelno >= 30
 
 
 def _given(name: str) -> bool:
@@ -326,81 +308,15 @@ def _given(name: str) -> bool:
   return flag.present and not (isinstance(flag.value, bool) and not flag.value)
 
 
+def _given_flags() -> frozenset:
+  """The names of the flags on the command line, as `_given` counts them."""
+  return frozenset(name for name in flags.FLAGS if _given(name))
+
+
 def check_mode_flags(mode: str) -> None:
-  """A flag that `mode` would ignore is an error (FLAG_MODES), as sweep flags without --sweep
-  are; so is reading a closed standard input. Only flags are looked at: nothing is loaded."""
-  for name, users in FLAG_MODES.items():
-    if _given(name) and mode not in users:
-      raise UserError(f'--{name} does not apply to --mode={mode}: it is for --mode='
-                      f'{"|".join(users)} only; drop it, or give the mode that uses it')
-  if not _MULTIHOST.value:
-    for name in _MULTIHOST_FLAGS:
-      if _given(name):
-        raise UserError(f'--{name} only applies to --multihost: add --multihost to join a '
-                        f'multi-process run, or drop --{name}')
-  if mode == 'translate' and _given('buffer_lines') and _INPUT.value != '-':
-    raise UserError(f'--buffer_lines applies to standard input only: --input={_INPUT.value} is '
-                    'a file and is translated whole; drop --buffer_lines')
-  reads_stdin = _INPUT.value == '-' and (mode == 'translate' or _given('input'))
-  if reads_stdin and mode in FLAG_MODES['input'] and stdin_is_closed():
-    raise UserError(f'--mode={mode} reads standard input, but it is closed: give --input=FILE, '
-                    'or pipe the lines in (e.g. `< lines.txt` or `cat lines.txt |`)')
-
-
-def stdin_is_closed() -> bool:
-  """Whether there is no standard input at all (`<&-` in a shell, a daemon): not an empty one
-  (/dev/null), which simply ends at once."""
-  if sys.stdin is None or sys.stdin.closed:
-    return True
-  try:
-    fd = sys.stdin.fileno()
-  except (AttributeError, OSError, ValueError):     # a StringIO (tests): not closed
-    return False
-  try:
-    os.fstat(fd)
-  except OSError:
-    return True
-  return False
-
-
-def check_attention_impl(config, mode: str, backend: str) -> None:
-  """model.attention_impl='cudnn' needs a GPU and bfloat16/float16: refused before the mode
-  writes anything (a run trained with it is refused where it cannot be evaluated, too)."""
-  model = config.get('model', {})
-  if model.get('attention_impl') != 'cudnn':
-    return
-  fix = ('set --experiment.model.attention_impl=auto (cuDNN where it applies, else explicit) '
-         'or xla' if mode == 'train' else
-         'run it on a machine with a GPU (model settings cannot change after training)')
-  if backend != 'gpu':
-    raise UserError(f"model.attention_impl='cudnn' needs a GPU (cuDNN flash attention), and "
-                    f'JAX runs on {backend} here: {fix}')
-  if model.get('dtype') not in ('bfloat16', 'float16'):
-    raise UserError(f"model.attention_impl='cudnn' needs model.dtype=bfloat16 (cuDNN flash "
-                    f"attention takes no {model.get('dtype')}): set "
-                    '--experiment.model.dtype=bfloat16, or model.attention_impl=auto')
-
-
-def _check_sweep_flags() -> None:
-  """A flag the command would ignore is an error, not a silent no-op."""
-  if _SWEEP.value is None:
-    for name in _SWEEP_ONLY_FLAGS:
-      if _given(name):
-        raise UserError(f'--{name} needs --sweep=experiments/ablations/<name>.py: it only '
-                        'applies to a sweep')
-    return
-  if _given('experiment'):
-    raise UserError('--experiment does not go with --sweep: the sweep file names its base '
-                    'experiment; change its fields for every member with '
-                    '--experiment.<section>.<field>=<value>')
-  for name in _RUN_ONLY_FLAGS:
-    if _given(name):
-      raise UserError(f'--{name} does not apply to --sweep: run it on one member\'s folder '
-                      '(<workdir>/<row>_seed<k>) without --sweep')
-  if _SWEEP_MEMBER.value is not None and (_given('sweep_parallel') or _SWEEP_LIST.value):
-    other = '--sweep_parallel' if _given('sweep_parallel') else '--sweep_list'
-    raise UserError(f'--sweep_member and {other} do not go together: --sweep_member runs one '
-                    'member; drop one of them')
+  """A flag that `mode` would ignore is an error (preflight.FLAG_MODES), as is reading a closed
+  standard input. Only flags are looked at: nothing is loaded."""
+  preflight.check_mode_flags(mode, _given_flags(), _INPUT.value)
 
 
 def dispatch(mode: str, config, workdir: str) -> None:

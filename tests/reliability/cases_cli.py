@@ -1,4 +1,4 @@
-"""Catalogue cases for the command line and the run modes: flags a mode does not use, experiment files that exit or return the wrong thing, translate without input (see catalogue.py and runner.py)."""
+"""Catalogue cases for the command line and the run modes: flags a mode does not use, experiment files that exit or return the wrong thing, translate without input, misspelled flags and values (see catalogue.py and runner.py)."""
 from tests.reliability.runner import Case  # pylint: disable=unused-import
 
 SMOKE = '--experiment=experiments/copy_task.py:smoke'
@@ -67,4 +67,10 @@ CASES = [
     Case('misspelled_workdir_flag', [SMOKE, '--workdirr={workdir}'], 'did you mean --workdir'),
     Case('misspelled_buffer_lines_flag', [SMOKE, '--mode=translate', '--bufer_lines=4'],
          'did you mean --buffer_lines', workdir='run'),
+    Case('misspelled_mode_value', [SMOKE, '--mode=translat'],
+         'bad value --mode=translat: did you mean translate?'),
+    Case('config_flag_for_the_experiment', ['--config=experiments/copy_task.py:smoke'],
+         'unknown flag --config: did you mean --experiment?'),
+    Case('config_override_for_the_experiment', [SMOKE, '--config.train.num_steps=3'],
+         'did you mean --experiment.train.num_steps?'),
 ]

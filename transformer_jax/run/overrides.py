@@ -5,7 +5,6 @@ Every mistake becomes one `error:` line naming the problem and the fix (exit cod
 missing or broken experiment file, an unknown key, a value of the wrong type. Paths resolve
 as transformer_jax/base/paths.py says. Nothing here imports jax.
 """
-import difflib
 import os
 import re
 import sys
@@ -17,6 +16,8 @@ from ml_collections import config_flags
 
 from transformer_jax.base.errors import UserError
 from transformer_jax.base import paths
+from transformer_jax.run import arguments
+from transformer_jax.run import exit_codes
 
 _EXPERIMENT_FLAG = re.compile(r'-{1,2}experiment(=|$)')
 
@@ -97,14 +98,41 @@ def _exit_in_experiment(error: SystemExit, argv):
           'the exit, or guard it with `if __name__ == "__main__":`')
 
 
+# Names other codebases give our flags (`--config` holds the experiment in ml_collections'
+# and big_vision's examples; t5x and Hugging Face write to --model_dir / --output_dir).
+FLAG_ALIASES = {'config': 'experiment', 'model_dir': 'workdir', 'output_dir': 'workdir'}
+
+
 def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
-  """'unknown flag --x (did you mean --y?)': the nearest defined flag, by spelling."""
+  """'unknown flag --x: did you mean --y?': the nearest defined flag (or FLAG_ALIASES), by
+  spelling; `--config.model.num_layers` becomes `--experiment.model.num_layers`."""
   name = error.flagname
-  known = sorted(n for n in flags.FLAGS if len(n) > 1 and not n.startswith('experiment.'))
-  close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-  hint = f' (did you mean --{close[0]}?)' if close else ''
-  return (f'unknown flag --{name}{hint}: fix its spelling (--help lists the flags; experiment '
-          'fields are --experiment.<section>.<field>=<value>)')
+  known = sorted({'experiment', *(n for n in flags.FLAGS
+                                  if len(n) > 1 and not n.startswith('experiment.'))})
+  head, dot, field = name.partition('.')
+  close = arguments.nearest(head if dot else name, known, FLAG_ALIASES)
+  where = ('(--help lists the flags; experiment fields are '
+           '--experiment.<section>.<field>=<value>)')
+  if close is None or (dot and close != 'experiment'):
+    return f'unknown flag --{name}: fix its spelling {where}'
+  return f'unknown flag --{name}: did you mean --{close}{dot}{field}? {where}'
+
+
+def _bad_choice(text: str):
+  """'bad value --mode=translat: did you mean translate? ...' for an enum flag's value absl
+  refused (`text` is its message), else None."""
+  match = re.match(r'flag --([\w.]+)=(.*?): value should be one of <', text)
+  if not match or match.group(1) not in flags.FLAGS:
+    return None
+  name, value = match.groups()
+  choices = getattr(flags.FLAGS[name].parser, 'enum_values', None)
+  if not choices:
+    return None
+  listed = ', '.join(choices)
+  close = arguments.nearest(value, choices)
+  if close is None:
+    return f'bad value --{name}={value}: give one of {listed}'
+  return f'bad value --{name}={value}: did you mean {close}? (--{name} takes one of {listed})'
 
 
 def describe_flag_error(error: Exception, argv) -> str:
@@ -119,6 +147,9 @@ def describe_flag_error(error: Exception, argv) -> str:
   if isinstance(error, flags.UnrecognizedFlagError) and not error.flagname.startswith(
       'experiment.'):
     return _unknown_flag(error)
+  choice = _bad_choice(text) if isinstance(error, flags.IllegalFlagValueError) else None
+  if choice:
+    return choice
   # An override applied to what get_config() returned, when that was not a ConfigDict.
   root = re.search(r"Attribute <class '([\w.]+)'>\.(\w+) does not exist.*lookup: (\w+)", text)
   if root and root.group(2) == root.group(3) and 'ConfigDict' not in root.group(1):
@@ -162,7 +193,7 @@ def fail_on_flag_error(fn, argv):
   except Exception as e:  # pylint: disable=broad-except  (turned into one line, exit 2)
     message = describe_flag_error(e, argv)
   print(f'error: {message}', file=sys.stderr)
-  sys.exit(2)
+  sys.exit(exit_codes.USER_ERROR)
 
 
 def define_experiment_flag(argv):
@@ -173,6 +204,8 @@ def define_experiment_flag(argv):
   applies them once the mode is known.
   """
   from transformer_jax.run import saved_config as run_config
+  for name in [n for n in flags.FLAGS if n == 'experiment' or n.startswith('experiment.')]:
+    delattr(flags.FLAGS, name)      # an earlier command in this process defined its own
   given = experiment_given(argv)
   holder = fail_on_flag_error(lambda: config_flags.DEFINE_config_file(
       'experiment', paths.default_experiment(),
