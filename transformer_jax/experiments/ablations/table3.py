@@ -25,7 +25,7 @@ per core: about 5.3 machine-hours): validation bleu_tok_lc of the baseline 21.41
 12 of the 16 rows beside a paper row that changed BLEU move the same way as the paper's (8 with
 p < 0.05), 4 the other way (N=2, d_model=256, dropout 0: significant; label smoothing 0: not),
 the significant three towards what trains fastest in 600 steps; dropout 0 gives 29.04 (+7.63). The report
-(docs/ablations/table3_mini/report.{md,csv,png}) and the README's table hold every row. The
+(docs/ablations/table3_mini/report.{md,csv,png}) and the table in docs/ablations.md hold every row. The
 members' results are archived there without checkpoints (`--mode=archive`); they ran with the
 code of commit d8fb6e9 (dropout from 32-bit words, whole logits): later commits draw dropout
 masks differently, so a member retrained with them is not the same experiment bit for bit.
