@@ -7,6 +7,7 @@ The venv sees this interpreter's site-packages (`--system-site-packages`), so th
 dependencies already installed here satisfy pip: the only download is the build backend
 (setuptools, as `pip install .` always fetches it into its isolated build environment). Only
 the project's own files are copied and installed, so the checkout gets no build/ or *.egg-info.
+The whole takes about 45 s on 2 cores (13 s of it `pip install .`), so it runs in the default suite.
 """
 import fnmatch
 import os
@@ -16,7 +17,6 @@ import subprocess
 import sys
 import tomllib
 
-import pytest
 import setuptools
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -51,11 +51,11 @@ def test_every_folder_of_the_package_is_a_regular_package():
   assert missing == []
 
 
-def run(*args, cwd, timeout=600, returncode=0):
+def run(*args, cwd, timeout=600):
   env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'PYTHONHOME')}
   result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
-  assert result.returncode == returncode, (args, result.stdout[-2000:], result.stderr[-3000:])
+  assert result.returncode == 0, (args, result.stdout[-2000:], result.stderr[-3000:])
   return result
 
 
@@ -88,7 +88,6 @@ for module in (experiments, transformer_jax, transformer_jax.experiments, table3
 """
 
 
-@pytest.mark.slow
 def test_pip_install_into_a_fresh_venv_then_import_and_run_from_elsewhere(tmp_path):
   source = tmp_path / 'source'
   source.mkdir()
@@ -125,7 +124,7 @@ def test_pip_install_into_a_fresh_venv_then_import_and_run_from_elsewhere(tmp_pa
   first = printed.stdout.splitlines()[0]
   assert first.startswith(f'# {site}') and first.endswith('experiments/copy_task.py:smoke'), first
   assert 'train.profile_steps = ' in printed.stdout
-  helped = run(command, '--help', cwd=elsewhere, returncode=1)   # absl's --help exits 1
+  helped = run(command, '--help', cwd=elsewhere)
   assert '--workdir' in helped.stdout and '--experiment' in helped.stdout
   assert not (elsewhere / 'runs').exists()
   # `transformer-jax <version> (jax <v>, flax <v>)`
