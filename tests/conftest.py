@@ -45,3 +45,12 @@ def pytest_xdist_auto_num_workers(config):
   container CPU sets respected), where xdist would count the host's physical cores."""
   del config
   return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+  """A copy of the module's `trained` run (a module-scoped fixture of the test file) that a test
+  may change: damage, extra eval files, a resumed training."""
+  copy = tmp_path / 'run'
+  shutil.copytree(trained, copy)
+  return copy

@@ -4,7 +4,6 @@ when training resumes); an edited config.json that changes the model is refused,
 field. A 4-step copy-task smoke run (checkpoints at steps 2 and 4) is copied for each test."""
 import json
 import pathlib
-import shutil
 
 import pytest
 
@@ -21,13 +20,6 @@ def trained(tmp_path_factory):
   assert code == 0, stderr[-3000:]
   assert sorted(p.name for p in (folder / 'checkpoints').iterdir()) == ['2', '4']
   return folder
-
-
-@pytest.fixture
-def run(trained, tmp_path):
-  copy = tmp_path / 'run'
-  shutil.copytree(trained, copy)
-  return copy
 
 
 def _eval_steps(workdir: pathlib.Path):

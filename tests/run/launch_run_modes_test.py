@@ -42,13 +42,6 @@ def trained(tmp_path_factory):
   return folder
 
 
-@pytest.fixture
-def run(trained, tmp_path):
-  copy = tmp_path / 'run'
-  shutil.copytree(trained, copy)
-  return copy
-
-
 def eval_results(workdir: pathlib.Path):
   """{file name: metrics} of every eval JSON, without the keys that measure time."""
   results = {}
