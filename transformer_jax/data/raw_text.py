@@ -275,7 +275,7 @@ def read_input_lines(input_path: str) -> List[str]:
     stdin = getattr(sys.stdin, 'buffer', None)
     if stdin is None:                          # already text (a test's StringIO)
       return [line.rstrip('\r\n') for line in sys.stdin]
-    return raw_text.split_lines(stdin.read(), '<stdin>', fix)
+    return split_lines(stdin.read(), '<stdin>', fix)
   if not os.path.exists(input_path):
     raise UserError(f'--input file {input_path} does not exist: give a file of source sentences '
                     'or - for stdin')
@@ -283,4 +283,4 @@ def read_input_lines(input_path: str) -> List[str]:
     raise UserError(f'--input {input_path} is a folder: give a file of source sentences '
                     'or - for stdin')
   with open(input_path, 'rb') as f:
-    return raw_text.split_lines(f.read(), input_path, fix)
+    return split_lines(f.read(), input_path, fix)

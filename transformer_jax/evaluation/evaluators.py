@@ -14,6 +14,10 @@ never silently computed on another set than the one named.
 
 A family may add metrics of its own (`Family.extra_metrics`, e.g. word2vec's SimLex-999
 correlation), called after the loss metrics.
+
+With a writer (the training loop's), the first `eval.tensorboard_examples` examples of the split
+go to TensorBoard's text tab at each evaluation: source, reference and hypothesis (decoded for
+them alone when `eval.bleu` is off), so one can watch the same sentences improve.
 """
 import functools
 from typing import Dict, List, Tuple
@@ -26,6 +30,7 @@ from jax.experimental import multihost_utils
 from transformer_jax import data
 from transformer_jax.decoding import predict
 from transformer_jax.evaluation import bleu
+from transformer_jax.evaluation import console
 from transformer_jax.evaluation import metric_sums
 
 
@@ -89,16 +94,19 @@ class Evaluator:
     out.pop('tokens', None)
     return out
 
-  def translate(self, params) -> List[str]:
-    """Decoded outputs for the split's sources, in order (only real examples)."""
+  def translate(self, params, max_examples: int = 0) -> List[str]:
+    """Decoded outputs for the split's sources, in order (only real examples); with
+    `max_examples`, only the batches that hold the first that many are decoded."""
     runner = self.parts.runner
     hypotheses = []
     for batch in self.batches():
+      if max_examples and len(hypotheses) >= max_examples:
+        break
       ids = runner.run_replicated(self.predict_fn, params, runner.put_batch({'inputs': batch['inputs']}))
       if jax.process_count() > 1:
         ids = multihost_utils.process_allgather(ids, tiled=True)
       hypotheses.extend(self.parts.tokenizer.decode_batch(np.asarray(ids)))
-    return hypotheses[:self.eval_data.num_examples]
+    return hypotheses[:min(self.eval_data.num_examples, max_examples or len(hypotheses))]
 
   def bleu_metrics(self, hypotheses: List[str]) -> Dict[str, float]:
     references = self.eval_data.references[:len(hypotheses)]
@@ -123,8 +131,8 @@ class Evaluator:
     metrics.update(sentences_scored=scored, sentences_in_split=total)
     if scored < total and not self._warned_partial:
       logging.warning('partial evaluation: %d of the %d examples of split %r are scored '
-                      '(eval.max_batches=%d); set --experiment.eval.max_batches=0 for all',
-                      scored, total, self.split, self.config.eval.max_batches)
+                      '(eval.max_batches=%d); set %s for all', scored, total, self.split,
+                      self.config.eval.max_batches, console.setting('eval.max_batches', 0))
       self._warned_partial = True
     extra = self.parts.family.extra_metrics_fn()
     if extra:
@@ -136,6 +144,18 @@ class Evaluator:
     if writer is not None:
       metrics['minutes'] = writer.elapsed_minutes()
       writer.write(step, self.split, metrics)
+      self._write_examples(params, step, writer, decoded=with_bleu)
     logging.info('eval %s at step %d: %s', self.split, step,
                  '  '.join(f'{k} {v:.4g}' for k, v in sorted(metrics.items())))
     return metrics
+
+  def _write_examples(self, params, step: int, writer, *, decoded: bool) -> None:
+    """The first eval.tensorboard_examples examples, with their translations, to TensorBoard."""
+    count = self.config.eval.get('tensorboard_examples', 0)
+    if not count or not self.parts.family.decodes:
+      return
+    hypotheses = (self.last_hypotheses[:count] if decoded
+                  else self.translate(params, max_examples=count))
+    data = self.eval_data
+    writer.write_examples(step, self.split, data.sources[:len(hypotheses)],
+                          data.references[:len(hypotheses)], hypotheses)

@@ -1,13 +1,20 @@
 """Where a run's numbers go: the console (progress with tokens/s and ETA), TensorBoard
 event files (tensorboardX, no TensorFlow) and `metrics.jsonl` in the workdir.
 
+Speed and ETA count training only (`Throughput`): the calls that compile, evaluations and
+checkpoint saves are kept out of steps/s, and the ETA adds the evaluations and saves still to
+come at the duration of the latest one. TensorBoard also gets the run's config (text tab and
+HParams tab) and, at each evaluation, a few translations (evaluation/tensorboard_text.py).
+
 Only process 0 writes; other processes keep quiet.
 """
+import contextlib
+import dataclasses
 import json
 import math
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +23,7 @@ from absl import logging
 
 from transformer_jax.base.errors import UserError
 from transformer_jax.base import workdir as workdir_lib
+from transformer_jax.evaluation import tensorboard_text
 
 # `<workdir>/tensorboard`: the event files, and the jax.profiler traces of train.profile_steps.
 TENSORBOARD_DIR = workdir_lib.TENSORBOARD_DIR
@@ -130,6 +138,105 @@ def _ends_with_newline(path: str) -> bool:
     return f.read(1) == b'\n'
 
 
+@dataclasses.dataclass(frozen=True)
+class Speed:
+  """Training speed at a log step (see `Throughput.report`).
+
+  Attributes:
+    steps_per_sec: training steps per second since the last report (or overall, where every
+      call since then compiled); None while no step has been timed.
+    eta_seconds: the steps left at the overall rate, plus the evaluations and saves left at
+      the duration of the latest of each; None while no step has been timed.
+    untimed_evals: evaluations left that the ETA leaves out, none having been timed yet.
+  """
+  steps_per_sec: Optional[float]
+  eta_seconds: Optional[float]
+  untimed_evals: int = 0
+
+
+def events_left(step: int, num_steps: int, every: int) -> int:
+  """Evaluations (or saves) still to come at a log of `step`: at the multiples of `every` in
+  [step, num_steps] (the one at `step` follows its log) and at num_steps itself."""
+  count = num_steps // every - (step - 1) // every
+  return max(count + (1 if num_steps % every else 0), 0)
+
+
+class Throughput:
+  """Times training alone, on `clock` (seconds; a fake one in tests).
+
+  The loop runs everything that is not training inside `paused(kind)`: the first call of each
+  compiled program ('compile', its steps then `trained(..., timed=False)`), evaluations
+  ('eval') and checkpoint saves ('checkpoint'). Time before the first pause ends (set-up,
+  the first batch) is not counted either.
+  """
+
+  def __init__(self, *, num_steps: int, eval_every_steps: int, checkpoint_every_steps: int,
+               clock: Callable[[], float] = time.monotonic):
+    self.num_steps = num_steps
+    self._every = {'eval': eval_every_steps, 'checkpoint': checkpoint_every_steps}
+    self._clock = clock
+    self._mark = clock()
+    self._paused = True            # until the first (compiling) call is done
+    self._latest = {}              # kind -> seconds of its latest pause
+    self._total = [0, 0.0]         # timed steps, seconds
+    self._interval = [0, 0.0]      # the same since the last report
+
+  def _account(self) -> None:
+    now = self._clock()
+    if not self._paused:
+      self._total[1] += now - self._mark
+      self._interval[1] += now - self._mark
+    self._mark = now
+
+  @contextlib.contextmanager
+  def paused(self, kind: str):
+    """Keeps the time of the block out of the speed, and times it as a `kind`."""
+    self._account()
+    self._paused, start = True, self._mark
+    try:
+      yield
+    finally:
+      self._account()
+      self._paused = False
+      self._latest[kind] = self._mark - start
+
+  def trained(self, count: int, timed: bool = True) -> None:
+    """`count` more steps trained; `timed=False` for those of a paused (compiling) call."""
+    if timed:
+      self._total[0] += count
+      self._interval[0] += count
+
+  def report(self, step: int) -> Speed:
+    """The speed since the last report and the ETA from `step`; starts a new interval."""
+    self._account()
+    rate = lambda steps, seconds: steps / seconds if steps and seconds > 0 else None
+    overall = rate(*self._total)
+    interval = rate(*self._interval)
+    self._interval = [0, 0.0]
+    if overall is None:
+      return Speed(None, 0.0 if step >= self.num_steps else None)
+    eta, untimed = (self.num_steps - step) / overall, 0
+    for kind, every in self._every.items():
+      left = events_left(step, self.num_steps, every)
+      if kind in self._latest:
+        eta += left * self._latest[kind]
+      elif kind == 'eval':
+        untimed = left
+    return Speed(interval or overall, eta, untimed)
+
+
+def _speed_text(speed: Speed, tokens_per_sec: Optional[float]) -> str:
+  """'12.50 steps/s  3200 tok/s  ETA 0:01:20 (+ 2 evaluations)', or 'compiling' before any
+  step was timed."""
+  if speed.steps_per_sec is None:
+    return 'compiling (not timed)'
+  text = (f'{speed.steps_per_sec:.2f} steps/s  {tokens_per_sec:.0f} tok/s  '
+          f'ETA {format_seconds(speed.eta_seconds)}')
+  if speed.untimed_evals:
+    text += f' (+ {speed.untimed_evals} evaluation{"s" if speed.untimed_evals > 1 else ""})'
+  return text
+
+
 class MetricsWriter:
   """Console, TensorBoard and JSON-lines output for one run."""
 
@@ -137,7 +244,7 @@ class MetricsWriter:
     self.active = jax.process_index() == 0
     self.num_steps = num_steps
     self._start_time = time.time()
-    self._last_time, self._last_step = self._start_time, start_step
+    self._last_step = start_step
     self._minutes_before = 0.0
     self._tb = None
     self._jsonl = None
@@ -172,21 +279,43 @@ class MetricsWriter:
       raise UserError(f'metrics could not be written to {self._jsonl.name} ({e.strerror}): '
                       'free disk space or fix the cause, then resume') from e
 
-  def train_progress(self, step: int, metrics: Dict[str, float]) -> Dict[str, float]:
-    """Adds speed (steps/s, tokens/s) and ETA to train metrics, writes and prints them."""
-    now = time.time()
-    elapsed = max(now - self._last_time, 1e-9)
-    steps_per_sec = (step - self._last_step) / elapsed
-    metrics = dict(metrics, steps_per_sec=steps_per_sec, tokens_per_sec=metrics['tokens'] / elapsed)
-    self._last_time, self._last_step = now, step
+  def train_progress(self, step: int, metrics: Dict[str, float], speed: Speed) -> Dict[str, float]:
+    """Adds speed (steps/s, tokens/s: training only, see `Throughput`) and the ETA to the train
+    metrics of the steps since the last call, writes and prints them."""
+    metrics = dict(metrics)
+    if speed.steps_per_sec is not None:
+      tokens_per_step = metrics['tokens'] / max(step - self._last_step, 1)
+      metrics.update(steps_per_sec=speed.steps_per_sec,
+                     tokens_per_sec=tokens_per_step * speed.steps_per_sec,
+                     eta_minutes=speed.eta_seconds / 60.0)
+    self._last_step = step
     self.write(step, 'train', metrics)
     if self.active:
-      eta = (self.num_steps - step) / max(steps_per_sec, 1e-9)
-      logging.info('step %d/%d  loss %.4f  acc %.3f  lr %.2e  %.2f steps/s  %.0f tok/s  ETA %s',
-                   step, self.num_steps, metrics.get('loss', float('nan')),
-                   metrics.get('accuracy', float('nan')), metrics.get('learning_rate', 0.0),
-                   steps_per_sec, metrics['tokens_per_sec'], format_seconds(eta))
+      logging.info('step %d/%d  loss %.4f  acc %.3f  lr %.2e  %s', step, self.num_steps,
+                   metrics.get('loss', float('nan')), metrics.get('accuracy', float('nan')),
+                   metrics.get('learning_rate', 0.0),
+                   _speed_text(speed, metrics.get('tokens_per_sec')))
     return metrics
+
+  def write_config(self, config, step: int) -> None:
+    """The run's config: as text (TensorBoard's text tab) and as hyper-parameters (its HParams
+    tab: each run folder is a session, the scalars its metrics)."""
+    if not self.active:
+      return
+    from tensorboardX import summary as tb_summary   # with SummaryWriter: imported lazily
+    self._tb.add_text(tensorboard_text.CONFIG_TAG, tensorboard_text.config_markdown(config), step)
+    # Only the session's start: without an experiment summary TensorBoard takes the union of
+    # the hyper-parameters of every run it shows, and their scalars as the metrics.
+    _, session_start, _ = tb_summary.hparams(tensorboard_text.hparams(config), {})
+    self._tb.file_writer.add_summary(session_start, step)
+    self._tb.flush()
+
+  def write_examples(self, step: int, split: str, sources: Sequence[str],
+                     references: Sequence[str], hypotheses: Sequence[str]) -> None:
+    """Aligned source / reference / hypothesis examples of an evaluation, as a text table."""
+    if self.active and hypotheses:
+      self._tb.add_text(f'{split}/{tensorboard_text.EXAMPLES_TAG}',
+                        tensorboard_text.examples_markdown(sources, references, hypotheses), step)
 
   def elapsed_minutes(self) -> float:
     """Wall-clock minutes of training so far, resumed runs included (see `logged_minutes`)."""

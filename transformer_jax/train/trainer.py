@@ -8,12 +8,19 @@ where K steps would, or where the batch shape changes (bucketing), single steps 
 all of these happen at the steps they do with K=1, whatever K. A thread makes, stacks and
 puts the batches on the devices `train.prefetch_depth` calls ahead, each with the data
 iterator state after it, which is what a checkpoint records.
+
+Speed and ETA count training alone (metrics_writer.Throughput): the first call of each program
+(it compiles), evaluations and saves are timed apart. A run ends with a block naming where its
+results are and what to run next; relaunched once finished, it says so and writes nothing.
 """
 import contextlib
+import glob
 import math
 import os
+import shlex
 import signal
-from typing import Dict
+import time
+from typing import Callable, Dict, Optional
 
 import jax
 import numpy as np
@@ -25,6 +32,7 @@ from transformer_jax.checkpoints import checkpoint
 from transformer_jax.checkpoints import integrity as checkpoint_integrity
 from transformer_jax import data
 from transformer_jax.data import train_iterator
+from transformer_jax.evaluation import console
 from transformer_jax.evaluation import evaluators as evaluation
 from transformer_jax.evaluation import metric_sums
 from transformer_jax.evaluation import word_vectors
@@ -68,34 +76,65 @@ def _restore_or_init(parts, ckpt, train_iter, seed):
   return state, step
 
 
-def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
+def train_and_evaluate(config, workdir: str, *,
+                       clock: Callable[[], float] = time.monotonic) -> Dict[str, float]:
   """Trains `config` in `workdir` (resuming if it holds a run); returns the last eval metrics.
 
   Every check that needs no data runs before the first write; the workdir is then locked
   against a second training, and a set-up that still fails (on what only the data shows)
-  takes back what it wrote.
+  takes back what it wrote. A run already trained to train.num_steps is left as it is ({}).
+  Called from Python, the progress lines are shown too (console.show_info). `clock` times
+  the training speed (seconds; a fake one in tests).
   """
+  console.show_info()
   workdir_lib.check_config(workdir, config)      # read-only: nothing written before the checks
+  if _already_trained(config, workdir):
+    return {}
   components.preflight(config, workdir)
   _check_checkpoints_folder(workdir)
   stopped = early_stop.read_marker(workdir)
   if stopped is not None:
     logging.info('%s stopped on a validation plateau at step %d (best loss %.4f at step %s): '
-                 'nothing to train; evaluate it with --mode=eval, or delete %s to train on',
+                 'nothing to train; evaluate it with %s, or delete %s to train on',
                  workdir, stopped['step'], stopped['best_loss'], stopped['best_step'],
-                 early_stop.MARKER)
+                 console.command('eval', workdir), early_stop.MARKER)
     return {}
   resumes_at = max(workdir_lib.saved_steps(workdir), default=0)
   _check_not_past(config, workdir, resumes_at)
   profiling.window(config.train.get('profile_steps', ''), start_step=resumes_at,
                    num_steps=config.train.num_steps)
   if jax.process_index() != 0:        # process 0 alone locks and tidies the shared workdir
-    return _train(config, workdir, _set_up(config, workdir))
+    return _train(config, workdir, _set_up(config, workdir), clock)
   before = workdir_lib.top_level_entries(workdir)
   with workdir_lib.training_lock(workdir):
     with workdir_lib.removed_on_setup_failure(workdir, before):
       run = _set_up(config, workdir)
-    return _train(config, workdir, run)
+    return _train(config, workdir, run, clock)
+
+
+def _already_trained(config, workdir: str) -> bool:
+  """Whether the workdir's newest checkpoint is step train.num_steps (then says what to do
+  instead: nothing is trained or written)."""
+  step = max(workdir_lib.saved_steps(workdir), default=0)
+  if not step or step != config.train.num_steps:
+    return False
+  if jax.process_index() == 0:
+    logging.info('%s is already trained to step %d (train.num_steps=%d): nothing to train, '
+                 'nothing written. To train on, raise train.num_steps (e.g. %s); to use it: %s',
+                 workdir, step, step, console.setting('train.num_steps', 2 * step),
+                 ', or '.join(_next_commands(config, workdir)))
+  return True
+
+
+def _next_commands(config, workdir: str):
+  """The commands that use a trained run: evaluate it, and translate or sample with it."""
+  family = components.family_of(config)
+  commands = [console.command('eval', workdir)]
+  if family.samples:
+    commands.append(console.command('sample', workdir))
+  elif family.decodes:
+    commands.append(console.command('translate', workdir, '< sources.txt'))
+  return commands
 
 
 def _check_checkpoints_folder(workdir: str) -> None:
@@ -214,13 +253,22 @@ def _per_step(call_metrics):
   return out
 
 
-def _train(config, workdir: str, run) -> Dict[str, float]:
+def _program(count: int, batch) -> tuple:
+  """What a call compiles for: its number of steps and its batch's shapes."""
+  return count, tuple(np.shape(x) for x in jax.tree_util.tree_leaves(batch))
+
+
+def _train(config, workdir: str, run, clock) -> Dict[str, float]:
   """The loop: steps, logging, evaluation and checkpoints until train.num_steps or a stop signal."""
   parts, train_iter, evaluator, ckpt, host_state, start = run
   state = parts.runner.put_state(host_state)
   del host_state
   cfg = config.train
   writer = metrics_writer.MetricsWriter(workdir, num_steps=cfg.num_steps, start_step=start)
+  writer.write_config(config, start)
+  meter = metrics_writer.Throughput(num_steps=cfg.num_steps, eval_every_steps=cfg.eval_every_steps,
+                                    checkpoint_every_steps=cfg.checkpoint_every_steps, clock=clock)
+  compiled = set()
   logging.info('training %s from step %d to %d on %d devices, %d steps per call',
                config.data.dataset, start, cfg.num_steps, jax.device_count(),
                cfg.get('steps_per_loop', 1))
@@ -238,7 +286,7 @@ def _train(config, workdir: str, run) -> Dict[str, float]:
       per_step = _per_step(jax.device_get(pending))
       metrics = metric_sums.reduce_sums(metric_sums.sum_device_metrics(per_step))
       metrics_writer.check_finite(step, metrics, last_saved)
-      writer.train_progress(step, metrics)
+      writer.train_progress(step, metrics, meter.report(step))
       pending = []
 
   window = profiling.window(cfg.get('profile_steps', ''), start_step=start,
@@ -256,7 +304,16 @@ def _train(config, workdir: str, run) -> Dict[str, float]:
       tracer.before(step)
       batch, count, data_state = next(calls)
       step_fn = parts.runner.train_step if count == 1 else parts.runner.train_steps
-      state, metrics = step_fn(state, batch)
+      program = _program(count, batch)
+      if program in compiled:
+        state, metrics = step_fn(state, batch)
+      else:       # it compiles: timed apart, with the call before it done first
+        jax.block_until_ready(pending[-1:])
+        with meter.paused('compile'):
+          state, metrics = step_fn(state, batch)
+          jax.block_until_ready(metrics)
+      meter.trained(count, timed=program in compiled)
+      compiled.add(program)
       step += count
       tracer.after(step, state)
       pending.append(metrics)
@@ -274,7 +331,8 @@ def _train(config, workdir: str, run) -> Dict[str, float]:
       # A stop signal saves at once (preemption leaves seconds); the end of training evaluates.
       if step % cfg.eval_every_steps == 0 or (last and not stop.requested):
         flush(step)
-        eval_metrics, evaluated_at = evaluator.evaluate(state.params, step, writer), step
+        with meter.paused('eval'):
+          eval_metrics, evaluated_at = evaluator.evaluate(state.params, step, writer), step
         if plateau.update(step, eval_metrics.get('loss', math.inf)) and not last:
           logging.info('validation loss has not improved for %d evaluations (best %.4f at step '
                        '%d): stopping at step %d', plateau.patience, plateau.best_loss,
@@ -282,18 +340,47 @@ def _train(config, workdir: str, run) -> Dict[str, float]:
           last, stopped_at = True, step
       if step % cfg.checkpoint_every_steps == 0 or last:
         flush(step)       # never checkpoint a state whose loss went NaN ...
-        metrics_writer.check_finite_params(   # ... or whose params did (this process's copy)
-            step, parts.runner.get_state(state.params), last_saved)
-        # Only an evaluation of this very state ranks it for train.keep_best (checkpoint.py).
-        ckpt.save(step, parts.runner.get_state(state), data_state,
-                  meta={'vocab_size': parts.model_config.vocab_size,
-                        checkpoint_integrity.MODEL_CONFIG:
-                            checkpoint_integrity.model_config_dict(parts.model_config)},
-                  metrics=eval_metrics if evaluated_at == step else None)
+        with meter.paused('checkpoint'):
+          metrics_writer.check_finite_params(   # ... or whose params did (this process's copy)
+              step, parts.runner.get_state(state.params), last_saved)
+          # Only an evaluation of this very state ranks it for train.keep_best (checkpoint.py).
+          ckpt.save(step, parts.runner.get_state(state), data_state,
+                    meta={'vocab_size': parts.model_config.vocab_size,
+                          checkpoint_integrity.MODEL_CONFIG:
+                              checkpoint_integrity.model_config_dict(parts.model_config)},
+                    metrics=eval_metrics if evaluated_at == step else None)
         last_saved = step
-  if stopped_at is not None and jax.process_index() == 0:   # its checkpoint is on disk now
-    early_stop.write_marker(workdir, plateau.record(stopped_at))
+  if jax.process_index() == 0:
+    if stopped_at is not None:      # its checkpoint is on disk now
+      early_stop.write_marker(workdir, plateau.record(stopped_at))
+    _say_where_results_are(config, workdir, step, evaluator.split, eval_metrics, evaluated_at,
+                           stop.requested)
   return eval_metrics
+
+
+_SHOWN_METRICS = ('loss', 'accuracy', 'sacrebleu', 'bleu_tok_lc', 'exact_match')
+
+
+def _say_where_results_are(config, workdir: str, step: int, split: str, eval_metrics,
+                           evaluated_at: Optional[int], signalled: bool) -> None:
+  """The closing lines: how training ended, where its results are, what to run next."""
+  if signalled and step < config.train.num_steps:
+    logging.info('stopped by a signal at step %d (checkpoint saved): the same command resumes '
+                 'the run', step)
+    return
+  how = 'done' if step == config.train.num_steps else 'stopped early (validation plateau)'
+  scores = '  '.join(f'{k} {eval_metrics[k]:.4g}' for k in _SHOWN_METRICS if k in eval_metrics)
+  last_eval = f' ({split} at step {evaluated_at}: {scores})' if evaluated_at and scores else ''
+  tensorboard = os.path.join(workdir, metrics_writer.TENSORBOARD_DIR)
+  lines = [f'training {how} at step {step} of {config.train.num_steps}{last_eval}',
+           f'  run folder    {workdir}',
+           f'  metrics       {os.path.join(workdir, workdir_lib.METRICS_FILE)}',
+           f'  TensorBoard   {tensorboard}']
+  lines += [f'  evaluation    {path}' for path in
+            sorted(glob.glob(os.path.join(glob.escape(workdir), 'eval', f'*_step{step}_*.json')))]
+  lines += ['next:'] + [f'  {command}' for command in _next_commands(config, workdir)]
+  lines.append(f'  tensorboard --logdir {shlex.quote(tensorboard)}')
+  logging.info('%s', '\n'.join(lines))
 
 
 def _plateau(cfg, workdir: str, split: str, start: int) -> early_stop.Plateau:

@@ -90,8 +90,9 @@ def generate(config, split):
   return inputs, targets
 
 
-class CopyTask(tfds.core.GeneratorBasedBuilder):
-  """Copy / reverse sequences of random token ids; configs come from `make_config`."""
+class CopyTask(preparation.GeneratedData, tfds.core.GeneratorBasedBuilder):
+  """Copy / reverse sequences of random token ids; configs come from `make_config`.
+  Made on the fly, so preparing it says so in one line (preparation.GeneratedData)."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'copy and reverse, EOS-terminated int32 sequences.'}

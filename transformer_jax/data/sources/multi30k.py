@@ -15,6 +15,7 @@ import dataclasses
 import os
 
 import tensorflow_datasets as tfds
+from absl import logging
 
 from transformer_jax.base.errors import UserError
 from transformer_jax.data import preparation
@@ -26,6 +27,8 @@ RAW_SPLITS = {'train': 'train', 'validation': 'val', 'test': 'test_2016_flickr'}
 SOURCE_URL = 'https://github.com/multi30k/dataset'
 _RAW_URL = SOURCE_URL + '/raw/master/data/task1/raw/{name}.gz'
 _RAW_FILES_HINT = 'train.en.gz, val.en.gz, test_2016_flickr.en.gz and their de/fr twins'
+# `data.raw_dir` that has the builder download the public files (needs internet).
+DOWNLOAD = ''
 
 _CITATION = """@inproceedings{elliott-etal-2016-multi30k,
   title = {Multi30K: Multilingual English-German Image Descriptions},
@@ -73,10 +76,26 @@ def check_raw_dir(raw_dir, languages=LANGUAGES):
   raw_text.check_folder(raw_dir, 'data.raw_dir', _RAW_FILES_HINT)
   missing = missing_raw_files(raw_dir, languages)
   if missing:
-    raise UserError(
-        f'no Multi30k files ({", ".join(missing[:3])}{", ..." if len(missing) > 3 else ""}) in '
-        f'{os.path.abspath(raw_dir)}: set --experiment.data.raw_dir to the folder holding '
-        f'{_RAW_FILES_HINT} (public source: {SOURCE_URL}, data/task1/raw)')
+    raise UserError(_missing_message(raw_dir, missing, languages))
+
+
+def _names(languages):
+  """The raw files of `languages`, e.g. 'train.de.gz, train.en.gz, val.de.gz, ...'."""
+  return ', '.join(f'{prefix}.{lang}.gz' for prefix in RAW_SPLITS.values()
+                   for lang in sorted(languages))
+
+
+def _missing_message(raw_dir, missing, languages):
+  """Where the files were looked for, and the two ways to get them: point data.raw_dir at a
+  copy (named as the public repository names them), or leave it empty to download them."""
+  folder = os.path.abspath(raw_dir)
+  relative = (f" (data.raw_dir={raw_dir!r} is relative to the current directory "
+              f"{os.getcwd()})" if not os.path.isabs(raw_dir) else '')
+  shown = ', '.join(missing[:3]) + (', ...' if len(missing) > 3 else '')
+  return (f'no Multi30k files ({shown}) in {folder}{relative}: set '
+          f'--experiment.data.raw_dir=<folder with {_names(languages)}> (Multi30k task 1, '
+          f"public at {SOURCE_URL} in data/task1/raw), or --experiment.data.raw_dir='' to have "
+          'TFDS download them (needs internet)')
 
 
 def read_lines(path):
@@ -120,11 +139,12 @@ def check_raw_files(raw_dir, languages=LANGUAGES):
 
 
 def check_prepared_or_raw(data_dir, lang_a, lang_b, raw_dir):
-  """Raises UserError, before anything is written, unless the pair is prepared in `data_dir`
-  or `raw_dir` holds good raw files for it (see check_raw_files)."""
+  """Raises UserError, before anything is written, unless the pair is prepared in `data_dir`,
+  `raw_dir` holds good raw files for it (see check_raw_files), or `raw_dir` is DOWNLOAD ('':
+  `prepare` downloads the public files, and says so if it cannot)."""
   builder = preparation.quiet_builder(lambda: Multi30k(
       data_dir=data_dir, config=pair_name(lang_a, lang_b), file_format='array_record'))
-  if not builder.is_prepared():
+  if not preparation.is_prepared(builder) and raw_dir != DOWNLOAD:
     check_raw_files(raw_dir, (lang_a, lang_b))
 
 
@@ -168,6 +188,12 @@ class Multi30k(tfds.core.GeneratorBasedBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       f'Put the task 1 raw files (train/val/test_2016_flickr).<lang>.gz from {SOURCE_URL} in '
       'manual_dir, or leave it empty to download them.')
+
+  def _log_download_bytes(self):
+    pass        # `_prepare_from_raw` says where the files come from (TFDS: "Unknown size")
+
+  def _log_download_done(self):
+    pass
 
   def _info(self):
     languages = self.builder_config.languages
@@ -230,6 +256,10 @@ def prepare(data_dir, lang_a, lang_b, raw_dir=''):
 
 
 def _prepare_from_raw(builder, raw_dir):
+  source = (f'the raw files in {os.path.abspath(raw_dir)}' if raw_dir
+            else f'a download of the public files ({SOURCE_URL})')
+  logging.info('preparing Multi30k %s from %s into %s', builder.builder_config.name, source,
+               builder.data_dir)
   try:
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=os.path.abspath(raw_dir) if raw_dir else None))
@@ -240,5 +270,5 @@ def _prepare_from_raw(builder, raw_dir):
       raise  # local files were there, so this is a bug, not a user mistake
     raise UserError(
         f'could not download Multi30k ({type(e).__name__}: {str(e).splitlines()[0][:200]}): '
-        f'set --experiment.data.raw_dir to a folder holding train.en.gz, val.en.gz, '
-        f'test_2016_flickr.en.gz and their de/fr twins (public source: {SOURCE_URL})') from e
+        f'set --experiment.data.raw_dir=<folder with {_names(builder.builder_config.languages)}>'
+        f' (Multi30k task 1, public at {SOURCE_URL} in data/task1/raw)') from e
