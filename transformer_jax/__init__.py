@@ -53,11 +53,12 @@ _PUBLIC = {
     'init_train_state': 'transformer_jax.train.steps',
     'train_step': 'transformer_jax.train.steps',
     'eval_step': 'transformer_jax.train.steps',
-    'beam_search': 'transformer_jax.decoding.decode',
+    'beam_search': 'transformer_jax.decoding.beam',
     'greedy_search': 'transformer_jax.decoding.decode',
     'sample_search': 'transformer_jax.decoding.decode',
     'UserError': 'transformer_jax.base.errors',
     'load_pretrained': 'transformer_jax.pretrained.loading',
+    'from_pretrained': 'transformer_jax.pretrained.loading',
     'Pretrained': 'transformer_jax.pretrained.loading',
 }
 

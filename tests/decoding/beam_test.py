@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.decoding import toy_models as toy
+from transformer_jax.base.errors import UserError
 from transformer_jax.decoding import beam
 from transformer_jax.decoding import predict
 from transformer_jax.models.transformer import Transformer
@@ -83,19 +84,18 @@ def test_length_penalty_decides_between_short_and_long(alpha):
   long_score = np.log(0.4) / toy.lp(4, alpha)
   # By hand: the long one wins iff 1.5 ** alpha > log 0.4 / log 0.6 = 1.79, alpha > 1.44.
   assert (long_score > short_score) == (alpha > 1.44)
-  expected, score = (([toy.A, toy.B, toy.B, toy.EOS, 0, 0], long_score) if long_score > short_score else
+  long_wins = long_score > short_score
+  expected, score = (([toy.A, toy.B, toy.B, toy.EOS, 0, 0], long_score) if long_wins else
                      ([toy.EOS, 0, 0, 0, 0, 0], short_score))
   seqs, scores = lp_toy_search(toy.make_cache(1, 2), alpha)
   np.testing.assert_array_equal(seqs[0, 0], expected)
   np.testing.assert_allclose(scores[0, 0], score, rtol=1e-5)
 
 
-
-
 def exhaustive_scores(markov, by_sum, row, max_len, alpha):
   """Score of every complete hypothesis of `toy.history_fn`, by enumeration.
 
-  Every hypothesis ends with toy.EOS: one reaching max_len is forced to end there.
+  Every hypothesis ends with EOS: one reaching max_len is forced to end there.
   """
   scores = {}
   for length in range(1, max_len + 1):
@@ -125,8 +125,8 @@ def assert_beams_match_enumeration(seqs, scores, markov, by_sum, max_len, alpha)
 
 def test_beam_search_matches_exhaustive_search():
   markov, by_sum = toy.history_tables(rows=3, seed=2)
-  seqs, scores = toy.run_beam(toy.history_fn(markov, by_sum), 3, 8, alpha=0.6, max_decode_len=4,
-                          eos_id=toy.EOS)
+  seqs, scores = toy.run_beam(toy.history_fn(markov, by_sum), 3, 8, alpha=0.6,
+                              max_decode_len=4, eos_id=toy.EOS)
   assert_beams_match_enumeration(seqs, scores, markov, by_sum, 4, 0.6)
   assert np.all(np.diff(scores, axis=1) <= 0)  # best first
 
@@ -135,8 +135,8 @@ def brute_force_best(log_probs, max_len, alpha, charge_eos_at_cap=True):
   """(best tokens, score) of every hypothesis of `toy.table_fn(log_probs)` for one row.
 
   log_probs: `[steps, vocab, vocab]` normalized next-token log-probs of that row.
-  With charge_eos_at_cap a hypothesis reaching max_len ends there with toy.EOS, scoring
-  log p(toy.EOS); otherwise (the old behaviour) it ends there with any token, at no cost.
+  With charge_eos_at_cap a hypothesis reaching max_len ends there with EOS, scoring
+  log p(EOS); otherwise (the old behaviour) it ends there with any token, at no cost.
   """
   vocab_size, scores = log_probs.shape[-1], {}
   for length in range(1, max_len + 1):
@@ -184,6 +184,51 @@ def test_beam_search_matches_brute_force_with_eos_charged_at_cap(alpha):
   assert old_best_differs >= 1  # ...and rows where the old free ending picks otherwise
 
 
+@pytest.mark.parametrize('nbest', [2, 5])
+def test_an_nbest_list_is_the_top_of_brute_force(nbest):
+  """With nothing pruned (beam 27), the first nbest results are the nbest best of every
+  hypothesis, scores and order; a row with fewer hypotheses (cap 1: only [EOS]; cap 2: four)
+  fills the rest with empty slots."""
+  search = jax.jit(lambda cache: beam.beam_search(
+      cache, toy.table_fn(BRUTE_TABLES), batch_size=BRUTE_ROWS, beam_size=27, alpha=0.6,
+      max_decode_len=BRUTE_MAX_LEN, eos_id=toy.EOS, max_lengths=jnp.asarray(BRUTE_CAPS),
+      nbest=nbest))
+  seqs, scores = map(np.asarray, search(toy.make_cache(BRUTE_ROWS, 27)))
+  short_rows = 0
+  for row in range(BRUTE_ROWS):
+    _, reference = brute_force_best(BRUTE_TABLES[row], BRUTE_CAPS[row], 0.6)
+    top = sorted(reference, key=reference.get, reverse=True)[:nbest]
+    short_rows += len(top) < nbest
+    assert [tuple(seq[seq > 0]) for seq in seqs[row, :len(top)]] == top
+    np.testing.assert_allclose(scores[row, :len(top)], [reference[t] for t in top], rtol=1e-5)
+    assert np.all(scores[row, len(top):nbest] < beam._INVALID_BELOW)
+  assert short_rows >= 1
+
+
+def test_an_nbest_search_runs_until_its_nbest_are_finished():
+  """A narrow beam stopped for the best alone leaves unfinished fillers below it; asked for
+  4, it goes on until the 4th finished hypothesis can no longer be beaten, and keeps the best
+  and its score."""
+  markov, by_sum = toy.history_tables(rows=16, seed=11)
+  fn = toy.history_fn(markov, by_sum)
+  settings = dict(alpha=0.6, max_decode_len=12, eos_id=toy.EOS)
+  one_seqs, one_scores = toy.run_beam(fn, 16, 4, **settings)
+  seqs, scores = toy.run_beam(fn, 16, 4, nbest=4, **settings)
+  finished = lambda seqs: (seqs == toy.EOS).any(axis=-1)      # [rows, beams]
+  assert not finished(one_seqs).all()                         # fillers below the best...
+  assert finished(seqs).all()                                 # ...none among the 4 best
+  np.testing.assert_array_equal(seqs[:, 0], one_seqs[:, 0])
+  np.testing.assert_allclose(scores[:, 0], one_scores[:, 0], rtol=1e-6)
+  assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_an_nbest_outside_the_beam_is_one_user_error():
+  for nbest in (0, 3):
+    with pytest.raises(UserError, match=f'nbest={nbest} with beam_size=2: give an nbest from 1'):
+      beam.beam_search({}, None, batch_size=1, beam_size=2, alpha=0.6, max_decode_len=4,
+                       eos_id=toy.EOS, nbest=nbest)
+
+
 # After BOS: EOS 0.3, A 0.7; after A: A 0.999, EOS 0.001. Ending [A, A, A] at the cap for
 # free (log 0.997) would beat [EOS] (log 0.3); charged log p(EOS) it scores log 0.0007.
 TRUNCATED_PROBS = np.zeros((1, 1, 5, 5))
@@ -194,13 +239,12 @@ TRUNCATED_PROBS[0, 0, toy.A, [toy.EOS, toy.A]] = [0.001, 0.999]
 @pytest.mark.parametrize('alpha', [0.0, 0.6])
 def test_hypothesis_at_max_length_is_charged_eos(alpha):
   seqs, scores = toy.run_beam(toy.table_fn(toy.log_table(TRUNCATED_PROBS)), 1, 2, alpha=alpha,
-                          max_decode_len=3, eos_id=toy.EOS)
+                              max_decode_len=3, eos_id=toy.EOS)
   np.testing.assert_array_equal(seqs[0, 0], [toy.EOS, 0, 0])
   np.testing.assert_allclose(scores[0, 0], np.log(0.3) / toy.lp(1, alpha), rtol=1e-5)
   # Every returned hypothesis ends with EOS; none is [A, A, A], cut at the cap for free.
   assert all(toy.EOS in seq for seq in seqs[0])
   assert [toy.A, toy.A, toy.A] not in seqs[0].tolist()
-
 
 
 def test_beam_search_under_pmap_matches_jit():

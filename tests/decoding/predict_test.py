@@ -8,7 +8,7 @@ import pytest
 
 from tests.decoding import beam_checks
 from transformer_jax.decoding import cache_stages
-from transformer_jax.decoding import decode
+from transformer_jax.decoding import beam
 from transformer_jax.decoding import predict
 from transformer_jax.models.rnn_seq2seq import RNNSeq2Seq
 from transformer_jax.models.transformer import Transformer
@@ -57,6 +57,38 @@ def test_beam_of_one_equals_greedy_and_beam_scores_its_best():
   assert run(method='beam', beam_size=4).shape == (8, 11)
 
 
+def teacher_forced_scores(model, params, sources, hypotheses, alpha):
+  """log p(hypothesis | source) / lp(|hypothesis|) of each row, recomputed by one teacher-forced
+  pass over the hypotheses cut after their EOS (PAD after it: the decoder is causal), with PAD
+  excluded from the distribution (it is never decoded)."""
+  ended = hypotheses == EOS
+  lengths = np.where(ended.any(axis=1), ended.argmax(axis=1) + 1, (hypotheses > 0).sum(axis=1))
+  tokens = np.where(np.arange(hypotheses.shape[1]) < lengths[:, None], hypotheses, 0)
+  logits = model.apply({'params': params}, sources, tokens.astype(np.int32))
+  log_probs = np.asarray(jax.nn.log_softmax(logits.astype(jnp.float32).at[..., 0].set(-jnp.inf)))
+  picked = np.take_along_axis(log_probs, tokens[..., None], axis=-1)[..., 0]
+  totals = np.where(tokens > 0, picked, 0.0).sum(axis=1)
+  return totals / ((5 + lengths) / 6) ** alpha
+
+
+def test_an_nbest_list_is_ranked_by_the_teacher_forced_length_penalised_log_prob():
+  model, params, inputs = trained_like_model()
+  settings = predict.SearchSettings(method='beam', beam_size=4, alpha=0.6, max_extra_len=5)
+  ids, scores = map(np.asarray, jax.jit(functools.partial(
+      predict.nbest_step, model=model, settings=settings, eos_id=EOS, nbest=3))(
+          params, {'inputs': inputs}))
+  best = np.asarray(jax.jit(functools.partial(
+      predict.predict_step, model=model, settings=settings, eos_id=EOS))(
+          params, {'inputs': inputs}))
+  assert ids.shape == (8, 3, 11) and scores.shape == (8, 3)
+  np.testing.assert_array_equal(ids[:, 0], best)              # the 1-best beam output
+  assert np.all(np.diff(scores, axis=1) < 0)                  # distinct, best first
+  assert all(len({tuple(hypothesis) for hypothesis in row}) == 3 for row in ids)
+  recomputed = teacher_forced_scores(model, params, np.repeat(inputs, 3, axis=0),
+                                     ids.reshape(24, 11), 0.6)
+  np.testing.assert_allclose(scores.reshape(24), recomputed, rtol=1e-4)
+
+
 def test_predict_under_pmap_equals_direct_call():
   model, params, inputs = trained_like_model()
   fn = functools.partial(predict.predict_step, model=model,
@@ -71,24 +103,24 @@ def test_beams_sharing_one_source_copy_search_as_beams_with_tiled_sources():
   """The Transformer's beams read one untiled copy of their source (predict.for_beams):
   the search must be the one over a source tiled per beam (the RNN models' way)."""
   model, params, inputs = trained_like_model()
-  beam, max_len = 3, 9
+  beams, max_len = 3, 9
   encoded = model.apply({'params': params}, inputs, method='encode')
 
   def search(encoded, inputs):
-    cache = predict.init_cache(model, params, encoded, inputs, max_len, rows=8 * beam)
+    cache = predict.init_cache(model, params, encoded, inputs, max_len, rows=8 * beams)
     fn = predict.make_tokens_to_logits(model, params, encoded, inputs)
-    return cache, decode.beam_search(cache, fn, batch_size=8, beam_size=beam, alpha=0.6,
-                                     max_decode_len=max_len, eos_id=EOS)
+    return cache, beam.beam_search(cache, fn, batch_size=8, beam_size=beams, alpha=0.6,
+                                   max_decode_len=max_len, eos_id=EOS)
 
-  shared_cache, (shared_seqs, shared_scores) = search(*predict.for_beams(model, encoded, inputs, beam))
-  tiled_cache, (tiled_seqs, tiled_scores) = search(*decode.expand_to_beams((encoded, inputs), beam))
+  shared_cache, (shared_seqs, shared_scores) = search(*predict.for_beams(model, encoded, inputs, beams))
+  tiled_cache, (tiled_seqs, tiled_scores) = search(*beam.expand_to_beams((encoded, inputs), beams))
   rows = lambda cache, name: {x.shape[0] for path, x in jax.tree_util.tree_leaves_with_path(cache)
                               if name in jax.tree_util.keystr(path)}
-  assert rows(shared_cache, 'cross_key') == {8} and rows(tiled_cache, 'cross_key') == {8 * beam}
-  assert rows(shared_cache, 'cached_key') == {8 * beam}
+  assert rows(shared_cache, 'cross_key') == {8} and rows(tiled_cache, 'cross_key') == {8 * beams}
+  assert rows(shared_cache, 'cached_key') == {8 * beams}
   np.testing.assert_array_equal(shared_seqs, tiled_seqs)
   np.testing.assert_allclose(shared_scores, tiled_scores, rtol=1e-5)
-  assert np.all(np.asarray(shared_scores)[:, 0] > decode.NEG_INF / 2)   # real hypotheses
+  assert np.all(np.asarray(shared_scores)[:, 0] > beam.NEG_INF / 2)   # real hypotheses
 
 
 @pytest.mark.parametrize('method', ['greedy', 'beam', 'sample'])
@@ -107,16 +139,16 @@ def test_beam_search_over_many_cache_stages_scores_as_over_one_cache():
   """Stage ends at 2, 3 and 7 of 11 positions; a grow that misplaces the filled positions
   (padding in front) must change the search, so the comparison can see a wrong grow."""
   model, params, inputs = trained_like_model()
-  beam, max_len = 3, 11
+  beams, max_len = 3, 11
   encoded, inputs = predict.for_beams(
-      model, model.apply({'params': params}, inputs, method='encode'), inputs, beam)
+      model, model.apply({'params': params}, inputs, method='encode'), inputs, beams)
   fn = predict.make_tokens_to_logits(model, params, encoded, inputs)
 
   def search(lengths, grow_fn=attention.grow_cache):
-    cache = predict.init_cache(model, params, encoded, inputs, lengths[0], rows=8 * beam)
-    return decode.beam_search(cache, fn, batch_size=8, beam_size=beam, alpha=0.6,
-                              max_decode_len=max_len, eos_id=EOS,
-                              cache_stages=cache_stages.CacheStages(lengths, grow_fn))
+    cache = predict.init_cache(model, params, encoded, inputs, lengths[0], rows=8 * beams)
+    return beam.beam_search(cache, fn, batch_size=8, beam_size=beams, alpha=0.6,
+                            max_decode_len=max_len, eos_id=EOS,
+                            cache_stages=cache_stages.CacheStages(lengths, grow_fn))
 
   fixed_seqs, fixed_scores = search((max_len,))
   staged_seqs, staged_scores = search((2, 3, 7, max_len))

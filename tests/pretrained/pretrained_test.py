@@ -17,6 +17,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from safetensors import flax as safetensors_flax
 
 import transformer_jax
 from transformer_jax.base.errors import UserError
@@ -77,7 +78,8 @@ def exported(trained):
 
 
 def test_export_is_a_self_contained_folder(trained, exported):
-  assert sorted(os.listdir(exported)) == ['README.md', 'model.json', 'params.npz', 'run.json']
+  assert sorted(os.listdir(exported)) == ['README.md', 'model.json', 'params.safetensors',
+                                          'run.json']
   model = json.loads((exported / 'model.json').read_text())
   assert model['family'] == 'transformer'
   assert model['config']['model_dim'] == 16 and model['config']['vocab_size'] == 32
@@ -87,13 +89,14 @@ def test_export_is_a_self_contained_folder(trained, exported):
   assert run['data']['tokens_per_batch'] == 256 and run['data']['max_len'] == 32
   assert run['source']['steps_averaged'] == [100, 200]
   assert run['source']['workdir'] == str(trained)
-  with np.load(exported / 'params.npz') as params:
-    names = params.files
-    assert all(params[name].dtype == np.float32 for name in names)
+  params = safetensors_flax.load_file(exported / 'params.safetensors')
+  names = list(params)
+  assert all(params[name].dtype == np.float32 for name in names)
   assert any(name.startswith('encoder/') and name.endswith('/kernel') for name in names), names
   readme = (exported / 'README.md').read_text()
   assert f"transformer_jax.load_pretrained('{exported}')" in readme
   assert 'model.translate([' in readme and '[100, 200]' in readme
+  assert 'pip install transformer-jax' in readme and 'PYTHONPATH' not in readme
 
 
 def test_a_fresh_process_translates_as_launch_translate(trained, exported, tmp_path):
@@ -169,11 +172,10 @@ def test_a_damaged_params_file_is_refused_naming_the_parameter(exported, tmp_pat
   copy.mkdir()
   for name in os.listdir(exported):
     (copy / name).write_bytes((exported / name).read_bytes())
-  with np.load(copy / 'params.npz') as params:
-    flat = {name: params[name] for name in params.files}
+  flat = safetensors_flax.load_file(copy / 'params.safetensors')
   first = sorted(flat)[0]
   flat[first] = flat[first][..., :1]
-  np.savez(copy / 'params.npz', **flat)
+  safetensors_flax.save_file(flat, copy / 'params.safetensors')
   with pytest.raises(UserError, match=f'does not fit its model.json \\({first} has shape'):
     pretrained.load_pretrained(copy)
 

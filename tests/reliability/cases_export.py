@@ -13,11 +13,11 @@ SST2 = '--experiment=experiments/sst2_classifier.py:smoke'
 
 
 def damaged_export_at(relative: str):
-  """A half-written params.npz in {workdir}/<relative>, as a damaged earlier export leaves."""
+  """A half-written params file in {workdir}/<relative>, as a damaged earlier export leaves."""
   def setup(tmp, workdir):
     folder = workdir / relative
     folder.mkdir(parents=True)
-    (folder / 'params.npz').write_bytes(b'PK\x03\x04 half an archive')
+    (folder / 'params.safetensors').write_bytes(b'\x08\x10\x00\x00 half a file')
   return setup
 
 

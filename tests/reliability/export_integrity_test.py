@@ -5,7 +5,8 @@ partial folders of killed exports are removed by the next export.
 One copy-task smoke run (launch.py, about 20 s on 2 cores) is exported once per module by
 launch.py; each test damages a copy of that export. The sentencepiece cases use an export that
 export.write makes in-process from the same params with a tiny sentencepiece model (the copy
-task has no tokenizer.model), so no sentencepiece run is trained.
+task has no tokenizer.model), so no sentencepiece run is trained. The cases of exports from
+before checksums turn a copy into such an export of FORMAT 1 (params.npz, `legacy`).
 """
 import dataclasses
 import json
@@ -18,12 +19,16 @@ import sys
 import textwrap
 
 import ml_collections
+import numpy as np
 import pytest
+from safetensors import flax as safetensors_flax
 
 import transformer_jax
 from transformer_jax.base.errors import UserError
 from transformer_jax.data import tokenizer as tokenizer_lib
 from transformer_jax.pretrained import export
+from transformer_jax.pretrained import layout
+from transformer_jax.pretrained import verification
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LINES = ['5 6 7', '9 8', '4 4 5 6 7 8', '12 3 7 7 8 9 10 11']
@@ -69,7 +74,7 @@ def sp_export(exported, tmp_path_factory):
   folder = tmp_path_factory.mktemp('sp_export')
   tokenizer = tokenizer_lib.train_tokenizer(SP_LINES * 50, 12, 'bpe', str(folder / 'spm'))
   model = transformer_jax.load_pretrained(exported)
-  run = json.loads((exported / export.RUN_FILE).read_text())
+  run = json.loads((exported / layout.RUN_FILE).read_text())
   config = ml_collections.ConfigDict({'data': run['data'], 'decode': run['decode']})
   parts = dataclasses.replace(model._parts, tokenizer=tokenizer)
   export.write(str(folder / 'export'), parts, model.params, config, run['source'])
@@ -81,10 +86,19 @@ def copy_of(export_dir: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 def legacy(folder: pathlib.Path) -> pathlib.Path:
-  """`folder` as exports were before checksums: run.json without its checksums entry."""
-  run = json.loads((folder / export.RUN_FILE).read_text())
-  del run[export.CHECKSUMS]
-  (folder / export.RUN_FILE).write_text(json.dumps(run, indent=2))
+  """`folder` as FORMAT 1 exports were before checksums: params.npz (float32 arrays by path),
+  model.json and run.json of format 1, run.json without its checksums entry."""
+  params = safetensors_flax.load_file(folder / 'params.safetensors')
+  np.savez(folder / 'params.npz', **{name: np.asarray(value, np.float32)
+                                     for name, value in params.items()})
+  (folder / 'params.safetensors').unlink()
+  model = json.loads((folder / layout.MODEL_FILE).read_text())
+  model = {'format': 1, 'family': model['family'], 'config': model['config']}
+  (folder / layout.MODEL_FILE).write_text(json.dumps(model, indent=2))
+  run = json.loads((folder / layout.RUN_FILE).read_text())
+  del run[layout.CHECKSUMS]
+  run['format'] = 1
+  (folder / layout.RUN_FILE).write_text(json.dumps(run, indent=2))
   return folder
 
 
@@ -129,6 +143,12 @@ def remove(name):
   return damage
 
 
+def rename(name, new_name):
+  def damage(folder):
+    (folder / name).rename(folder / new_name)
+  return damage
+
+
 def edit_json(name, edit):
   def damage(folder):
     content = json.loads((folder / name).read_text())
@@ -150,15 +170,20 @@ def drop_field(section, field):
 
 
 DAMAGES = [
-    ('params_truncated', truncate('params.npz'),
-     r'params\.npz cannot be read \(.*the export wrote \d+\): it is truncated or damaged'),
-    ('params_emptied', write('params.npz', b''), r'params\.npz cannot be read'),
-    # A byte in a zip header that zipfile never checks: only the export's checksum sees it.
-    ('params_header_byte_flipped', flip_byte('params.npz', 10),       # the first member's time
-     r'params\.npz is damaged \(its bytes differ from the checksum recorded in run\.json\)'),
-    ('params_data_byte_flipped', flip_byte('params.npz'), r'params\.npz '),
+    ('params_truncated', truncate('params.safetensors'),
+     r'params\.safetensors cannot be read \(.*the export wrote \d+\): it is truncated or '
+     r'damaged'),
+    ('params_emptied', write('params.safetensors', b''), r'params\.safetensors cannot be read'),
+    ('params_header_byte_flipped', flip_byte('params.safetensors', 10),   # in its JSON header
+     r'params\.safetensors cannot be read \(Error while deserializing header'),
+    # A byte of a tensor's data, which safetensors never checks: only the export's checksum sees it.
+    ('params_data_byte_flipped', flip_byte('params.safetensors'),
+     r'params\.safetensors is damaged \(its bytes differ from the checksum recorded in '
+     r'run\.json\)'),
+    ('params_renamed', rename('params.safetensors', 'params.npz'),       # the old file name
+     r'params\.safetensors is missing'),
     ('run_json_a_list', write('run.json', b'[1, 2]\n'), r'run\.json holds a JSON list, not'),
-    ('run_json_not_json', write('run.json', b'{"format": 1,'), r'run\.json is not valid JSON'),
+    ('run_json_not_json', write('run.json', b'{"format": 2,'), r'run\.json is not valid JSON'),
     ('run_json_edited', edit_json('run.json', set_field('decode', 'beam_size', 9)),
      r'run\.json was changed after the export'),
     ('run_json_checksums_damaged',
@@ -172,10 +197,18 @@ DAMAGES = [
      r"'sinusoidal'"),
     ('model_json_family_changed', edit_json('model.json', lambda m: m.update(family='lm')),
      r"model\.json: family is 'lm' but the exported params were trained with 'transformer'"),
-    ('model_json_not_json', write('model.json', b'{"format": 1, "family": '),
+    ('model_json_not_json', write('model.json', b'{"format": 2, "family": '),
      r'model\.json is not valid JSON'),
     ('model_json_a_string', write('model.json', b'"transformer"'),
      r'model\.json holds a JSON str, not'),
+    ('model_json_versions_edited',
+     edit_json('model.json', lambda m: m['versions'].update(jax='0.0.1')),
+     r'model\.json was changed after the export \(its content differs from the checksum'),
+    ('run_json_checksums_dropped', edit_json('run.json', lambda r: r.pop('checksums')),
+     r"run\.json has no 'checksums' entry, which every export of format 2 records"),
+    ('run_json_params_checksum_dropped',
+     edit_json('run.json', lambda r: r['checksums']['files'].pop('params.safetensors')),
+     r"run\.json: its 'checksums' entry is damaged"),
 ]
 
 
@@ -221,12 +254,15 @@ def test_damage_to_an_export_from_before_checksums_is_still_named(name, damage, 
 
 
 def test_the_export_records_checksums_and_keeps_its_layout(exported):
-  assert sorted(os.listdir(exported)) == ['README.md', 'model.json', 'params.npz', 'run.json']
-  record = json.loads((exported / 'run.json').read_text())[export.CHECKSUMS]
-  assert set(record['files']) == {'params.npz'}
-  assert record['files']['params.npz'].startswith('uint8:')
-  assert record['sizes'] == {'params.npz': (exported / 'params.npz').stat().st_size}
+  assert sorted(os.listdir(exported)) == ['README.md', 'model.json', 'params.safetensors',
+                                          'run.json']
+  record = json.loads((exported / 'run.json').read_text())[layout.CHECKSUMS]
+  assert set(record['files']) == {'params.safetensors'}
+  assert record['files']['params.safetensors'].startswith('uint8:')
+  assert record['sizes'] == {'params.safetensors':
+                             (exported / 'params.safetensors').stat().st_size}
   model = json.loads((exported / 'model.json').read_text())
+  assert record['model.json'] == export.content_checksum(model)
   assert record['model']['family'] == model['family'] == 'transformer'
   assert record['model']['config'] == model['config']
   assert record['model']['checksum'] == export.model_checksum(model['family'], model['config'])
@@ -234,15 +270,17 @@ def test_the_export_records_checksums_and_keeps_its_layout(exported):
 
 def test_a_config_this_version_resolves_otherwise_is_refused(exported):
   model = json.loads((exported / 'model.json').read_text())
-  recorded = json.loads((exported / 'run.json').read_text())[export.CHECKSUMS]['model']
-  export.check_resolved_model(str(exported), 'transformer', model['config'], recorded, 'fix')
+  recorded = json.loads((exported / 'run.json').read_text())[layout.CHECKSUMS]['model']
+  verification.check_resolved_model(str(exported), 'transformer', model['config'], recorded,
+                                    'fix')
   # A field added to the dataclass since the export keeps its default, unchecked.
-  export.check_resolved_model(str(exported), 'transformer', {**model['config'], 'new_field': 1},
-                              recorded, 'fix')
+  verification.check_resolved_model(str(exported), 'transformer',
+                                    {**model['config'], 'new_field': 1}, recorded, 'fix')
   with pytest.raises(UserError, match=r"model\.json: this transformer_jax resolves positional to "
                      r"'rotary' but the exported params were trained with 'sinusoidal'"):
-    export.check_resolved_model(str(exported), 'transformer',
-                                {**model['config'], 'positional': 'rotary'}, recorded, 'fix')
+    verification.check_resolved_model(str(exported), 'transformer',
+                                      {**model['config'], 'positional': 'rotary'}, recorded,
+                                      'fix')
 
 
 def test_an_undamaged_copy_translates_as_the_export(exported, translations, tmp_path):
@@ -257,10 +295,10 @@ def test_an_undamaged_copy_translates_as_the_export(exported, translations, tmp_
 
 
 def test_a_sentencepiece_export_loads(sp_export):
-  assert sorted(os.listdir(sp_export)) == ['README.md', 'model.json', 'params.npz', 'run.json',
-                                           'tokenizer.model']
-  record = json.loads((sp_export / 'run.json').read_text())[export.CHECKSUMS]
-  assert set(record['files']) == {'params.npz', 'tokenizer.model'}
+  assert sorted(os.listdir(sp_export)) == ['README.md', 'model.json', 'params.safetensors',
+                                           'run.json', 'tokenizer.model']
+  record = json.loads((sp_export / 'run.json').read_text())[layout.CHECKSUMS]
+  assert set(record['files']) == {'params.safetensors', 'tokenizer.model'}
   model = transformer_jax.load_pretrained(sp_export)
   assert model.tokenize(['ab ba']) == tokenizer_lib.Tokenizer(
       sp_export / 'tokenizer.model').encode(['ab ba'])
@@ -315,7 +353,7 @@ def test_the_next_export_removes_partials_of_killed_exports_only(trained, export
   assert killed.returncode == -9, killed.stderr[-2000:]
   left = [p for p in parent.iterdir() if '.partial-' in p.name]      # what SIGKILL left
   assert len(left) == 1 and left[0].name.startswith('.export.partial-'), left
-  assert {'params.npz', 'run.json'} <= set(os.listdir(left[0]))
+  assert {'params.safetensors', 'run.json'} <= set(os.listdir(left[0]))
   host = socket.gethostname()
   old_form = parent / f'.export.partial-{dead_pid()}'               # as written before the host
   old_form.mkdir()

@@ -19,6 +19,7 @@ an example can no longer be beaten, so its first nbest results are finished hypo
 by score, exact within the beam.
 """
 import functools
+from typing import Any
 
 import flax
 import jax

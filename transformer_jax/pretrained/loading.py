@@ -1,10 +1,13 @@
 """A trained model in a folder of its own: `--mode=export` writes it, `load_pretrained` reads it.
 
   import transformer_jax
-  model = transformer_jax.load_pretrained('runs/m30k/export')
+  model = transformer_jax.load_pretrained('runs/m30k/export')   # or Pretrained.from_pretrained
   model.translate(['A dog runs on the beach.'])       # ['Ein Hund läuft am Strand.']
+  model.translate(['A dog runs.'], method='beam', nbest=2, return_scores=True)
+  model.save_pretrained('elsewhere')                   # the same folder, this version's format
 
-The folder's layout is export.py's.
+The folder's layout is layout.py's; its files are read by reading.py and verified by
+verification.py.
 
 `Pretrained` runs on the default device with `jax.jit` (no pmap, flags, workdir or absl app),
 through the same host code as launch.py: `predict.translate_texts` for `translate`, as
@@ -13,198 +16,71 @@ decode settings, `translate` gives what --mode=translate gives on that run and s
 """
 import dataclasses
 import functools
-import json
 import os
 import re
 import types
-import zipfile
-import zlib
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import traverse_util
 
 from transformer_jax.base.errors import UserError
-from transformer_jax.base import workdir as workdir_lib
 from transformer_jax.data import batching
 from transformer_jax.data import tokenizer as tokenizer_lib
 from transformer_jax.decoding import generate
 from transformer_jax.decoding import predict
-from transformer_jax.models import families
 from transformer_jax.nn import losses
 from transformer_jax.pretrained import export
+from transformer_jax.pretrained import layout
+from transformer_jax.pretrained import reading
+from transformer_jax.pretrained import verification
 from transformer_jax.train import components
 from transformer_jax.train import validation
-
-_MAKE_ONE = ('make one with python launch.py --mode=export --workdir=<a trained run> '
-             '[--export_dir=<folder>]')
 
 
 def load_pretrained(path: str) -> 'Pretrained':
   """The model exported to `path` (by `launch.py --mode=export`), on the default device.
 
-  The checksums the export recorded (export.py) are verified before a file is used: a damaged
-  or edited file is refused by name. Exports written before checksums load unchecked.
+  The checksums the export recorded (layout.py) are verified before a file is used: a damaged
+  or edited file is refused by name. Exports of format 1 (params.npz) load too; those written
+  before checksums load unchecked.
 
   Raises:
     UserError: `path` is not an export, a file of it is damaged or edited, or its files do not
       fit together.
   """
   path = os.fspath(path)
-  missing = [name for name in (export.MODEL_FILE, export.RUN_FILE, export.PARAMS_FILE)
+  missing = [name for name in (layout.MODEL_FILE, layout.RUN_FILE)
              if not os.path.isfile(os.path.join(path, name))]
+  if not any(os.path.isfile(os.path.join(path, name)) for name in layout.PARAMS_FILES.values()):
+    missing.append(layout.PARAMS_FILE)
   if missing:
     raise UserError(f'{path} is not a transformer_jax export (no {", ".join(missing)}): '
-                    f'give the folder --mode=export wrote, or {_MAKE_ONE}')
-  run = _read_json(os.path.join(path, export.RUN_FILE), _reexport(path, None))
-  fix = _reexport(path, run)
-  record = export.verified_record(path, run, fix)
-  _check_run(path, run, fix)
-  family, model_config = _model_config(path, record['model'] if record else None, fix)
+                    f'give the folder --mode=export wrote, or {reading.MAKE_ONE}')
+  run = reading.read_json(os.path.join(path, layout.RUN_FILE), reading.reexport_fix(path, None))
+  fix = reading.reexport_fix(path, run)
+  record = verification.verified_record(path, run, fix)
+  reading.check_run(path, run, fix)
+  family, model_config, model_record = reading.model_config(path, record, fix)
+  params_file = layout.PARAMS_FILES[run['format']]
   damaged = None
   if record is not None:
-    damaged = export.damaged_file(path, record)
-    if damaged not in (None, export.PARAMS_FILE):     # before sentencepiece reads a bad model
-      raise export.damage_error(path, damaged, record, fix)
+    damaged = verification.damaged_file(path, record)
+    if damaged not in (None, params_file):     # before sentencepiece reads a bad model
+      raise verification.damage_error(path, damaged, record, fix)
   parts = components.Components(
-      tokenizer=_load_tokenizer(path, run['tokenizer'], fix), model_config=model_config,
+      tokenizer=reading.load_tokenizer(path, run['tokenizer'], fix), model_config=model_config,
       model=family.model_class()(model_config), family=family, tx=optax.identity(),
       learning_rate_fn=None, runner=_DefaultDevice())
-  # Reading a damaged params.npz first says what is wrong where it can (unreadable, shapes).
-  params = _load_params(os.path.join(path, export.PARAMS_FILE), parts, record, fix)
+  # Reading a damaged params file first says what is wrong where it can (unreadable, shapes).
+  params = reading.load_params(os.path.join(path, params_file), parts, record, fix)
   if damaged is not None:
-    raise export.damage_error(path, damaged, record, fix)
-  return Pretrained(parts, params, run, path)
+    raise verification.damage_error(path, damaged, record, fix)
+  return Pretrained(parts, params, run, model_record, path)
 
 
-def _reexport(path: str, run: Optional[Dict[str, Any]]) -> str:
-  """The fix for a damaged export: export its run again. The run is run.json's source workdir,
-  or, where run.json cannot say, the folder holding the export when it is a run (the default
-  --export_dir is <workdir>/export)."""
-  source = run.get('source') if isinstance(run, dict) else None
-  workdir = source.get('workdir') if isinstance(source, dict) else None
-  parent = os.path.dirname(os.path.abspath(path))
-  if (not isinstance(workdir, str)
-      and os.path.isfile(os.path.join(parent, workdir_lib.CONFIG_FILE))):
-    workdir = parent
-  return ('re-export it from its run into a new folder: python launch.py --mode=export '
-          f'--workdir={workdir if isinstance(workdir, str) else "<run>"} '
-          '--export_dir=<new folder>')
-
-
-def _one_line(error: BaseException) -> str:
-  return ' '.join(str(error).split()) or type(error).__name__
-
-
-def _read_json(file: str, fix: str) -> Dict[str, Any]:
-  """A JSON object of this export format, or a UserError naming `file`."""
-  try:
-    with open(file, encoding='utf-8') as f:
-      content = json.load(f)
-  except ValueError as e:         # UnicodeDecodeError included
-    raise UserError(f'{file} is not valid JSON ({_one_line(e)}): {fix}') from None
-  except OSError as e:
-    raise UserError(f'{file} cannot be read ({e.strerror}): fix its permissions, or {fix}'
-                    ) from None
-  if not isinstance(content, dict):
-    raise UserError(f'{file} holds a JSON {type(content).__name__}, not the object an export '
-                    f'writes: {fix}')
-  if content.get('format') != export.FORMAT:
-    raise UserError(f'{file} has export format {content.get("format")!r}, this transformer_jax '
-                    f'reads {export.FORMAT}: export the run again with this version; {_MAKE_ONE}')
-  return content
-
-
-def _check_run(path: str, run: Dict[str, Any], fix: str) -> None:
-  """Refuses a run.json without the objects that load_pretrained and Pretrained read."""
-  for key in ('tokenizer', 'decode', 'data', 'source'):
-    if not isinstance(run.get(key, {}), dict) or (key != 'source' and key not in run):
-      raise UserError(f'{path}/{export.RUN_FILE} has no {key!r} object, which an export '
-                      f'writes: {fix}')
-
-
-def _model_config(path: str, exported: Optional[Dict[str, Any]], fix: str):
-  """(family, config dataclass) from model.json, checked against the exported model config
-  (run.json's checksums) when there is one: as written, then as this version resolves it."""
-  model_record = _read_json(os.path.join(path, export.MODEL_FILE), fix)
-  if exported is not None:
-    export.check_model_record(path, model_record, exported, fix)
-  try:
-    family = families.get(model_record['family'])
-    fields = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in model_record['config'].items()}
-    model_config = family.config_class()(**fields)
-  except (KeyError, TypeError, ValueError, AttributeError) as e:
-    raise UserError(f'{path}/{export.MODEL_FILE} does not describe a model this transformer_jax '
-                    f'builds ({_one_line(e)}): export the run again with this version; '
-                    f'{_MAKE_ONE}') from None
-  if exported is not None:
-    export.check_resolved_model(path, family.name,
-                                json.loads(json.dumps(dataclasses.asdict(model_config))),
-                                exported, fix)
-  return family, model_config
-
-
-def _load_tokenizer(path: str, record: Dict[str, Any], fix: str):
-  """The tokenizer run.json names; a damaged sentencepiece model is a UserError naming it."""
-  if record.get('kind') == 'identity':
-    try:
-      return tokenizer_lib.IdentityTokenizer(record['vocab_size'])
-    except (KeyError, TypeError, ValueError):
-      raise UserError(f'{path}/{export.RUN_FILE} has no integer tokenizer vocab_size: '
-                      f'{fix}') from None
-  if record.get('kind') == 'sentencepiece':
-    file = os.path.join(path, str(record.get('file', export.TOKENIZER_FILE)))
-    if not os.path.isfile(file) or os.path.getsize(file) == 0:
-      how = 'is empty' if os.path.isfile(file) else 'is missing'
-      raise UserError(f'{file} {how}, and {export.RUN_FILE} names it as the sentencepiece '
-                      f'model: copy the whole export folder again, or {fix}')
-    try:
-      return tokenizer_lib.Tokenizer(file)
-    except (RuntimeError, OSError) as e:
-      raise UserError(f'{file} is not a sentencepiece model ({_one_line(e)}): copy the whole '
-                      f'export folder again, or {fix}') from None
-  raise UserError(f'{path}/{export.RUN_FILE} names an unknown tokenizer kind '
-                  f'{record.get("kind")!r}: export the run again with this version; {_MAKE_ONE}')
-
-
-def _read_params(file: str, record: Optional[Dict[str, Any]], fix: str) -> Dict[str, np.ndarray]:
-  """params.npz's arrays by name; a file numpy cannot read is a UserError naming it."""
-  try:
-    with np.load(file) as saved:
-      if not isinstance(saved, np.lib.npyio.NpzFile):
-        raise ValueError('not an .npz archive')
-      return {name: saved[name] for name in saved.files}
-  except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib.error,
-          AttributeError, TypeError) as e:
-    size = os.path.getsize(file)
-    expected = (record or {}).get('sizes', {}).get(export.PARAMS_FILE)
-    sizes = (f'; it has {size} bytes, the export wrote {expected}' if expected is not None
-             and expected != size else f'; it has {size} bytes')
-    raise UserError(f'{file} cannot be read ({_one_line(e)[:200]}{sizes}): it is truncated or '
-                    f'damaged; copy the whole export folder again, or {fix}') from None
-
-
-def _load_params(file: str, parts, record: Optional[Dict[str, Any]], fix: str):
-  """params.npz as the model's param tree (its dtypes), checked against the shapes init makes."""
-  flat = _read_params(file, record, fix)
-  template = jax.eval_shape(lambda: components.init_state(parts, 0)).params
-  expected = traverse_util.flatten_dict(template, sep='/')
-  problems = sorted(set(expected) ^ set(flat))
-  problems = ([f'{name} is {"missing" if name in expected else "not in the model"}'
-               for name in problems] +
-              [f'{name} has shape {flat[name].shape}, the model {expected[name].shape}'
-               for name in sorted(set(expected) & set(flat))
-               if flat[name].shape != expected[name].shape])
-  if problems:
-    raise UserError(f'{file} does not fit its {export.MODEL_FILE} ({problems[0]}'
-                    f'{f" and {len(problems) - 1} more" if len(problems) > 1 else ""}): '
-                    f'{fix}')
-  params = {name: jnp.asarray(value, expected[name].dtype) for name, value in flat.items()}
-  return parts.runner.put_state(traverse_util.unflatten_dict(params, sep='/'))
+from_pretrained = load_pretrained        # the name Hugging Face's libraries use
 
 
 class _DefaultDevice:
@@ -262,11 +138,17 @@ class Pretrained:
     model_config: its config dataclass.
     decode: the run's decode settings, the defaults of `translate` and `sample`.
     source: what the export was made from (workdir, steps averaged, export time).
+    metrics: {split: metrics} of these params as the run measured them (provenance.py; {} for
+      exports of format 1).
+    versions: {'transformer_jax', 'jax', 'flax': version} that wrote the folder ({} for
+      format 1).
     path: the export folder.
   """
 
-  def __init__(self, parts, params, run: Dict[str, Any], path: str):
+  def __init__(self, parts, params, run: Dict[str, Any], model_record: Dict[str, Any],
+               path: str):
     self._parts = parts
+    self._run = {k: v for k, v in run.items() if k != layout.CHECKSUMS}
     self.params, self.module = params, parts.model
     data = dict(run['data'])
     data['bucket_lengths'] = tuple(data.get('bucket_lengths', ()))
@@ -275,11 +157,37 @@ class Pretrained:
     self.model_config = parts.model_config
     self.decode = dict(run['decode'])
     self.source = dict(run.get('source', {}))
+    self.metrics = dict(model_record.get('metrics', {}))
+    self.versions = dict(model_record.get('versions', {}))
     self.path = path
     self._predict_fns = {}
 
   def __repr__(self):
     return f'Pretrained({self.path!r}, family={self.family!r})'
+
+  @classmethod
+  def from_pretrained(cls, path: str) -> 'Pretrained':
+    """`load_pretrained(path)`, by the name Hugging Face's libraries give it."""
+    return load_pretrained(path)
+
+  def save_pretrained(self, path: str) -> str:
+    """Writes this model to `path`, a new or empty folder, as --mode=export writes an export
+    (in this version's format, with fresh checksums), and returns the folder.
+
+    `load_pretrained(path)` reads back the same params, decode and batching settings, source
+    and metrics, so it translates (and samples) as this model does; the folder's versions are
+    those of the software that saved it.
+
+    Raises:
+      UserError: `path` is a file, holds files, or cannot be written.
+    """
+    path = os.fspath(path)
+    export.check_export_dir(path, 'save_pretrained path')
+    model = export.model_record(self.family, self.model_config, self.metrics)
+    run = {**self._run, 'format': layout.FORMAT,
+           'tokenizer': export.tokenizer_record(self._parts.tokenizer)}
+    export.write_folder(path, self._parts.tokenizer, self.params, model, run)
+    return path
 
   def tokenize(self, sentences: Sequence[str]) -> List[List[int]]:
     """Token ids of each sentence, EOS (id 1) included, as the model reads them."""
@@ -287,24 +195,59 @@ class Pretrained:
 
   def translate(self, sentences: Sequence[str], beam_size: Optional[int] = None,
                 alpha: Optional[float] = None, method: Optional[str] = None,
-                max_extra_len: Optional[int] = None) -> List[str]:
+                max_extra_len: Optional[int] = None, nbest: int = 1,
+                return_scores: bool = False) -> Union[List[str], List[List[Any]]]:
     """The translation of each sentence, in order; unset settings are the run's (self.decode).
 
     Sentences longer than the model reads (model_config.max_input_len) are cut to it, with a
     warning, as --mode=translate cuts them.
+
+    Args:
+      sentences: the source sentences (a list of strings).
+      beam_size, alpha, method, max_extra_len: the search (default: the run's).
+      nbest: translations per sentence, 1 to beam_size; more than 1 needs method 'beam' (the
+        run's decode.nbest is --mode=translate's, not this default).
+      return_scores: give each translation with its score: its log-probability under the
+        model given the source (PAD excluded, which is never decoded; EOS included) divided
+        by the length penalty ((5 + |Y|) / 6) ** alpha of its |Y| tokens with the EOS, the
+        beam search's ranking (predict.nbest_step). Needs method 'beam'.
+
+    Returns:
+      With nbest=1 and return_scores=False, one string per sentence. Otherwise, per sentence a
+      list of its nbest best translations, best first (shorter where the search finds fewer
+      hypotheses): strings, or with return_scores (text, score) tuples in descending score.
     """
     self._require('decodes', 'translate', 'use .sample')
     sentences = _sentences(sentences, 'sentences')
-    if not sentences:
-      return []
+    ranked = nbest != 1 or return_scores
     settings = self._settings(beam_size=beam_size, alpha=alpha, method=method,
                               max_extra_len=max_extra_len)
-    if settings not in self._predict_fns:
-      self._predict_fns[settings] = functools.partial(
-          predict.predict_step, model=self._parts.model, settings=settings,
-          eos_id=self._parts.tokenizer.eos_id)
-    return predict.translate_texts(self._parts, self.params, sentences,
-                                   self._predict_fns[settings], self._data)
+    if ranked and settings.method != 'beam':
+      raise UserError(f'translate with nbest={nbest} or return_scores ranks the hypotheses of '
+                      f'a beam search, and the method here is {settings.method!r}: give '
+                      "method='beam'")
+    _check_decode({**dataclasses.asdict(settings), 'nbest': nbest})
+    if not sentences:
+      return []
+    if not ranked:
+      return predict.translate_texts(self._parts, self.params, sentences,
+                                     self._predict_fn(settings), self._data)
+    lists = predict.translate_nbest(self._parts, self.params, sentences,
+                                    self._predict_fn(settings, nbest), self._data)
+    return [hypotheses if return_scores else [text for text, _ in hypotheses]
+            for hypotheses in lists]
+
+  def _predict_fn(self, settings: predict.SearchSettings, nbest: Optional[int] = None):
+    """predict_step (or, given nbest, nbest_step) bound to the model and settings: one object
+    per binding, so the runner compiles each once per shape."""
+    key = (settings, nbest)
+    if key not in self._predict_fns:
+      step, extra = ((predict.predict_step, {}) if nbest is None
+                     else (predict.nbest_step, {'nbest': nbest}))
+      self._predict_fns[key] = functools.partial(
+          step, model=self._parts.model, settings=settings,
+          eos_id=self._parts.tokenizer.eos_id, **extra)
+    return self._predict_fns[key]
 
   def score(self, sources: Sequence[str], targets: Sequence[str]) -> np.ndarray:
     """float32 [n]: log p(target | source) of each pair, summed over the target's tokens (its
@@ -386,15 +329,20 @@ class Pretrained:
     fields = {f.name for f in dataclasses.fields(predict.SearchSettings)}
     settings = {k: v for k, v in self.decode.items() if k in fields and v is not None}
     settings.update({k: v for k, v in given.items() if v is not None})
-    try:
-      validation.check_config({'decode': settings}, training=False)
-    except UserError as e:     # the message names the flag; here it is an argument
-      raise UserError(re.sub(r'set --experiment\.decode\.(\w+) to', r'give \1 as', str(e))
-                      ) from None
+    _check_decode(settings)
     return predict.SearchSettings(**settings)
 
   def _bound(self, fn):
     return functools.partial(fn, model=self._parts.model)
+
+
+def _check_decode(settings: Dict[str, Any]) -> None:
+  """validation.py's checks of decode settings, their messages naming arguments, not flags."""
+  try:
+    validation.check_config({'decode': settings}, training=False)
+  except UserError as e:
+    message = re.sub(r'set --experiment\.decode\.(\w+) to', r'give \1 as', str(e))
+    raise UserError(re.sub(r'--experiment\.decode\.(\w+)', r'\1', message)) from None
 
 
 def _sentences(texts, name: str) -> List[str]:

@@ -110,6 +110,9 @@ def get_base_config() -> ml_collections.ConfigDict:
       bleu=False,                         # decode and score during periodic evaluation
       average_last=1,                     # --mode=eval averages the last K checkpoints
       attention_stats=False,              # --mode=eval: attention entropy and saturation
+      tensorboard_examples=3,             # training: the split's first N sources, references
+                                          # and translations to TensorBoard's text tab at
+                                          # each evaluation; 0 = none
   ))
 
   config.decode = ml_collections.ConfigDict(dict(
@@ -121,5 +124,6 @@ def get_base_config() -> ml_collections.ConfigDict:
       top_k=0,
       top_p=1.0,
       cache_stages=4,                     # the decoding cache grows in this many stages
+      nbest=1,                            # --mode=translate prints the n best of a beam search
   ))
   return config

@@ -1,6 +1,7 @@
 """What launch.py can do with an experiment: train, evaluate, translate, sample (an LM),
 export (a self-contained folder for transformer_jax.load_pretrained)."""
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -14,15 +15,16 @@ from absl import logging
 from transformer_jax.analysis import attention_stats
 from transformer_jax.base.errors import UserError
 from transformer_jax.base import workdir as workdir_lib
-from transformer_jax.checkpoints import checkpoint
 from transformer_jax.data import batching
 from transformer_jax.data import raw_text
 from transformer_jax.decoding import generate
 from transformer_jax.decoding import predict
 from transformer_jax.evaluation import bleu
+from transformer_jax.evaluation import console
 from transformer_jax.evaluation import evaluators as evaluation
 from transformer_jax.models import summary
 from transformer_jax.pretrained import export as export_lib
+from transformer_jax.pretrained import provenance
 from transformer_jax.pretrained import restored
 from transformer_jax.train import components
 from transformer_jax.train import metrics_writer
@@ -60,6 +62,7 @@ def evaluate(config, workdir: str, step=None):
     settings, settings_digest         output_settings and the digest in the file name
   Returns the record as written.
   """
+  console.show_info()
   restored.check_run(config, workdir)
   step, choice = restored.resolve_step(config, workdir, step)
   attention_stats.requested(config)      # a family it cannot measure fails before any work
@@ -98,9 +101,10 @@ def eval_stem(config, split: str, step: int, averaged: int, decodes: bool, metri
 
 
 # Settings of the sections output_settings reads that leave the result as it is: eval.bleu
-# switches decoding in the periodic evaluation only (--mode=eval always decodes), and
-# decode.cache_stages changes how the decoding cache grows, not what is decoded.
-SAME_OUTPUT = ('eval.bleu', 'decode.cache_stages')
+# switches decoding in the periodic evaluation only (--mode=eval always decodes),
+# decode.cache_stages changes how the decoding cache grows, not what is decoded, and
+# decode.nbest is how many hypotheses --mode=translate prints (evaluation scores the best).
+SAME_OUTPUT = ('eval.bleu', 'eval.tensorboard_examples', 'decode.cache_stages', 'decode.nbest')
 
 
 def output_settings(config, decodes: bool) -> dict:
@@ -190,7 +194,17 @@ def translate(config, workdir: str, step: Optional[int] = None, input_path: str 
 
   A line longer than a position table (model.max_len tokens, EOS included) is cut to it,
   with one warning naming the lines; the other lines translate as they would without it.
+
+  Each input's translation is one line. With decode.nbest=k > 1 (a beam search, k at most
+  decode.beam_size; what fairseq-generate --nbest gives) each input has k lines instead, best
+  first (fewer where the search finds fewer hypotheses), tab-separated:
+    <input index>\t<rank>\t<score>\t<translation>
+  The index counts the input lines from 0, the rank from 1 (the best), and the score is the
+  translation's log-probability under the model divided by the beam's length penalty
+  ((5 + |Y|) / 6) ** alpha, |Y| its tokens with the EOS (predict.nbest_step), to 6 decimals.
+  Returns the lines printed.
   """
+  console.show_info()
   if jax.process_count() > 1:
     raise UserError('--mode=translate runs in one process: drop --multihost')
   restored.check_run(config, workdir)
@@ -206,18 +220,42 @@ def translate(config, workdir: str, step: Optional[int] = None, input_path: str 
   params, step, chosen = restored.restore_params(config, workdir, parts, step)
   logging.info('translating %s with checkpoint(s) %s', f'stdin in groups of up to '
                f'{buffer_lines} lines' if streamed else f'{len(first)} sentences', chosen)
-  evaluator = evaluation.Evaluator(config, workdir, parts)
+  predict_fn = _translate_fn(config, workdir, parts)
   params = parts.runner.put_state(params)
   limit = parts.model_config.max_input_len
   rows = _stream_rows(config.data, buffer_lines, jax.device_count(), limit) if streamed else None
-  outputs = []
+  outputs, done = [], 0
   for group in itertools.chain([first], groups):
-    texts = predict.translate_texts(parts, params, group, evaluator.predict_fn, config.data,
-                                    rows=rows, first_line=len(outputs) + 1)
-    sys.stdout.write(''.join(text + '\n' for text in texts))
+    lines = _translation_lines(parts, params, group, predict_fn, config, rows=rows, done=done)
+    sys.stdout.write(''.join(line + '\n' for line in lines))
     sys.stdout.flush()
-    outputs.extend(texts)
+    outputs.extend(lines)
+    done += len(group)
   return outputs
+
+
+def _translate_fn(config, workdir: str, parts):
+  """The bound predict step of --mode=translate: the evaluation's, or with decode.nbest > 1 a
+  beam search's n best with their scores."""
+  nbest = config.decode.get('nbest', 1)
+  if nbest == 1:
+    return evaluation.Evaluator(config, workdir, parts).predict_fn
+  return functools.partial(predict.nbest_step, model=parts.model, nbest=nbest,
+                           settings=predict.SearchSettings.from_config(config.decode),
+                           eos_id=parts.tokenizer.eos_id)
+
+
+def _translation_lines(parts, params, group: List[str], predict_fn, config, *,
+                       rows: Optional[int], done: int) -> List[str]:
+  """The lines `translate` prints for `group`, `done` input lines having come before it."""
+  if config.decode.get('nbest', 1) == 1:
+    return predict.translate_texts(parts, params, group, predict_fn, config.data, rows=rows,
+                                   first_line=done + 1)
+  ranked = predict.translate_nbest(parts, params, group, predict_fn, config.data, rows=rows,
+                                   first_line=done + 1)
+  return [f'{done + index}\t{rank}\t{score:.6f}\t{text}'
+          for index, hypotheses in enumerate(ranked)
+          for rank, (text, score) in enumerate(hypotheses, start=1)]
 
 
 def _input_groups(input_path: str, buffer_lines: int):
@@ -244,6 +282,7 @@ def _stream_rows(data_config, buffer_lines: int, batch_multiple: int, limit: Opt
 def sample(config, workdir: str, step: Optional[int] = None, input_path: Optional[str] = None):
   """LM samples on stdout: `decode.num_samples` of them, or with `input_path` (a file, or -
   for stdin) one continuation per line, each starting with its prompt."""
+  console.show_info()
   if jax.process_count() > 1:
     raise UserError('--mode=sample runs in one process: drop --multihost')
   family = components.family_of(config)
@@ -268,9 +307,11 @@ def export(config, workdir: str, export_dir: Optional[str] = None, step=None) ->
   `export_dir` (default <workdir>/export), for `transformer_jax.load_pretrained`.
 
   The params are those --mode=eval scores: `step` (None for the newest, or BEST_STEP) and the
-  eval.average_last steps before it. A folder that holds anything is refused, never overwritten.
-  Returns the export folder. Its layout: export.py.
+  eval.average_last steps before it; model.json and the model card record how the run measured
+  exactly those (provenance.run_metrics). A folder that holds anything is refused, never
+  overwritten. Returns the export folder. Its layout: pretrained/layout.py.
   """
+  console.show_info()
   if jax.process_count() > 1:
     raise UserError('--mode=export runs in one process: drop --multihost')
   export_dir = export_dir or os.path.join(workdir, 'export')
@@ -282,6 +323,7 @@ def export(config, workdir: str, export_dir: Optional[str] = None, step=None) ->
   params, step, chosen = restored.restore_params(config, workdir, parts, step)
   export_lib.write(export_dir, parts, params, config,
                    {'workdir': os.path.abspath(workdir), 'step': step, 'steps_averaged': chosen,
-                    'average_last': config.eval.average_last})
+                    'average_last': config.eval.average_last},
+                   metrics=provenance.run_metrics(workdir, chosen))
   logging.info('exported checkpoint(s) %s of %s to %s', chosen, workdir, export_dir)
   return export_dir

@@ -136,6 +136,9 @@ RULES: Tuple[Rule, ...] = (
     Rule('eval.split', _one_of(SPLITS), f'one of {", ".join(SPLITS)}'),
     Rule('eval.max_batches', _at_least(0), 'an integer >= 0 (0 is the whole split)'),
     Rule('eval.average_last', _at_least(1), 'an integer >= 1 (1 is no averaging)'),
+    Rule('eval.tensorboard_examples', _between(0, 100),
+         'an integer in [0, 100] (0 writes none)',
+         why='a text summary shows one table of them per evaluation'),
     # decode
     Rule('decode.method', _one_of(DECODE_METHODS), f'one of {", ".join(DECODE_METHODS)}'),
     Rule('decode.beam_size', _at_least(1), _COUNT),
@@ -147,6 +150,7 @@ RULES: Tuple[Rule, ...] = (
     Rule('decode.num_samples', _at_least(1), _COUNT),
     Rule('decode.seed', _between(0, SEED_MAX), _SEED, why=_SEED_WHY),
     Rule('decode.cache_stages', _at_least(1), 'an integer >= 1 (1 is a fixed-size cache)'),
+    Rule('decode.nbest', _at_least(1), 'an integer >= 1 (1 prints the best translation only)'),
 )
 
 
@@ -220,6 +224,7 @@ def check_config(config, training: bool = True) -> None:
     if rule is not None:
       _check_rule(rule, value)
   _check_int32(config)
+  _check_nbest(config)
   for key in ('model.dtype', 'model.param_dtype'):
     present, value = _lookup(config, key)
     if present and value == 'float16':
@@ -319,3 +324,21 @@ def _check_training_relations(config) -> None:
     raise UserError(f'eval.average_last={average} averages more checkpoints than '
                     f'train.keep_checkpoints={keep} keeps: set --experiment.train.keep_checkpoints '
                     f'to {average} or more, or lower --experiment.eval.average_last')
+
+
+def _check_nbest(config) -> None:
+  """decode.nbest: more than one ranks a beam search's hypotheses, at most its beam_size."""
+  decode = config.get('decode', {})
+  nbest = decode.get('nbest', 1)
+  if not isinstance(nbest, int) or nbest <= 1:
+    return                     # RULES name a value out of range
+  if decode.get('method', 'beam') != 'beam':
+    raise UserError(f'decode.nbest={nbest} ranks the hypotheses of a beam search, and '
+                    f'decode.method={decode["method"]!r} gives one: set '
+                    f'--experiment.decode.method=beam (and --experiment.decode.beam_size to '
+                    f'{nbest} or more), or --experiment.decode.nbest=1')
+  beam_size = decode.get('beam_size', nbest)
+  if nbest > beam_size:
+    raise UserError(f'decode.nbest={nbest} is more than the {beam_size} hypotheses the beam '
+                    f'keeps (decode.beam_size): set --experiment.decode.nbest to {beam_size} or '
+                    f'less, or --experiment.decode.beam_size to {nbest} or more')
