@@ -33,9 +33,11 @@ def test_unknown_and_non_experiment_paths_stay_as_given(tmp_path, monkeypatch):
     assert paths.resolve_experiment(spec) == spec
 
 
-def test_from_the_checkout_root_nothing_changes(monkeypatch):
-  monkeypatch.chdir(REPO)
-  assert paths.resolve_experiment('experiments/multi30k.py:smoke') == 'experiments/multi30k.py:smoke'
+def test_from_the_checkout_root_the_shipped_files_are_found(monkeypatch):
+  monkeypatch.chdir(REPO)        # the checkout has no experiments/ of its own: they ship inside
+  assert not (REPO / 'experiments').exists()
+  assert paths.resolve_experiment('experiments/multi30k.py:smoke') == (
+      str(paths.EXPERIMENTS_DIR / 'multi30k.py') + ':smoke')
   assert paths.default_experiment() == SHIPPED_COPY_TASK
 
 
