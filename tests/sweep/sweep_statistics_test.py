@@ -354,3 +354,12 @@ def test_report_comparisons_when_one_row_is_noisier():
   # plus 3 binomial standard errors of a rate over 300 simulations (0.013 each).
   assert rates[5][0] <= 0.09 and rates[5][1] > 0.2
   assert rates[2][0] < rates[2][1]
+
+
+def test_same_sign_as_paper_reads_a_fall_in_loss_as_a_gain():
+  from transformer_jax.sweep.reporting import tables
+  assert tables.improvement('bleu_tok_lc', -4.2) == -4.2
+  assert tables.improvement('accuracy', 0.01) == 0.01
+  assert tables.improvement('loss', 0.46) == -0.46          # loss rose: worse, as BLEU fell
+  assert tables.improvement('perplexity', -3.0) == 3.0
+  assert tables._agreement(-1.2, tables.improvement('loss', 0.46)) == 'yes'   # pylint: disable=protected-access

@@ -374,7 +374,8 @@ def write(plan: runner.Plan, split: str = 'validation', samples: int = 10000,
             'is sacrebleu\'s paired bootstrap on cased BLEU with the seeds concatenated: it '
             'ignores training randomness and is shown for reference only. ‡: an arm\'s seeds '
             'spread more than the pooled SD allows (chi-square, 5%), so this comparison uses '
-            'the arms\' own seeds. † marks members with mixed provenance (--sweep_allow_mixed).')
+            'the arms\' own seeds. † marks members with mixed provenance (--sweep_allow_mixed). '
+            '"Same sign as paper" reads a fall in loss or perplexity as a gain, like a rise in BLEU.')
   text = header + ['', '## Rows', ''] + tables.rows_markdown(plan.sweep, rows, metrics) + [
       '', f'± is the standard error over seeds; [x] the standard error from the sweep\'s pooled '
       f'seed SD, for rows with fewer than 3 seeds. "Still improving": {learning.RULE}.',

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Sequence
 
 from transformer_jax.sweep.reporting import statistics
 from transformer_jax.sweep import spec
+from transformer_jax.train import validation
 
 
 def fmt(value, digits=2) -> str:
@@ -57,6 +58,12 @@ def _agreement(paper, ours) -> str:
   return 'yes' if (paper > 0) == (ours > 0) else 'no'
 
 
+def improvement(metric: str, delta: float) -> float:
+  """`delta` signed so that positive means better: a fall in loss or perplexity is a gain, as a
+  rise in BLEU is, so that its sign compares with the paper's Δ BLEU."""
+  return -delta if validation.BEST_MODES.get(metric) == 'min' else delta
+
+
 def comparisons_markdown(sweep: spec.Sweep, comparisons, metric: str, samples: int) -> List[str]:
   has_paper = any(r.paper for r in sweep.rows)
   columns = ['reference → row', f'Δ {metric}', '95% CI', 'p (seeds + sentences)', 'p Holm',
@@ -80,7 +87,7 @@ def comparisons_markdown(sweep: spec.Sweep, comparisons, metric: str, samples: i
              _seeds_needed(result)]
     if has_paper:
       paper = _paper_delta(sweep, comparison['ref'], comparison['row'])
-      cells += [fmt(paper, 1), _agreement(paper, result['delta'])]
+      cells += [fmt(paper, 1), _agreement(paper, improvement(metric, result['delta']))]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return lines
 
