@@ -38,6 +38,8 @@ def rescored(model, source: str, hypothesis: str, alpha: float) -> float:
   return total / ((5 + targets.shape[1]) / 6) ** alpha
 
 
+# slow: ~32 s; tests/decoding/predict_test.py checks the same ranking in the default suite.
+@pytest.mark.slow
 def test_nbest_lists_are_the_beam_ranked_by_the_teacher_forced_score(model):
   best = model.translate(tiny_export.LINES, **BEAM)
   ranked = model.translate(tiny_export.LINES, nbest=3, return_scores=True, **BEAM)

@@ -293,6 +293,9 @@ def test_sentence_only_paired_test_p_values():
   assert sweep_statistics.sentence_paired_test(worse, refs, refs) < 0.05
 
 
+# slow: ~105 s on 2 cores; the plateau rule itself is in tests/train/early_stop_test.py and
+# the GPU slots in sweep_report_test.py, which stay in the default suite.
+@pytest.mark.slow
 def test_smoke_sweep_with_a_plateau_budget_reports_and_packs_members_per_device(tmp_path):
   """A :smoke-based sweep (partial evaluations) reports end to end, with learning curves;
   run two members at a time packed on one (pretend) GPU, each member's results are those it
