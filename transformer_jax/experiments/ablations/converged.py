@@ -24,11 +24,12 @@ seed sets initialisation, dropout and data order alike.
 
 Status (2026-12-08): running on the 2-core CPU (Intel Xeon), two members at a time pinned one
 per core, with the code of commit 5861523 (every member's provenance.json records it). Done
-members are archived in docs/ablations/converged/ with the partial report (13 of 21: base,
-dropout 0, dropout 0.1, N=2, and d_model 256 seed 0). Validation bleu_tok_lc: base 23.67 +-
+members are archived in docs/ablations/converged/ with the partial report (14 of 21: base,
+dropout 0, dropout 0.1, N=2, and d_model 256 seeds 0-1). Validation bleu_tok_lc: base 23.67 +-
 0.17 (plateau at 1,400-1,500 steps), dropout 0 19.51 +- 0.24 (700-800), dropout 0.1 22.37 +-
 0.23 (900), N=2 22.91 +- 0.39 (1,400-1,800; not significantly below the base), d_model 256
-23.43 (one seed, 1,200); 4-14 minutes a member on an idle core, 30-90 beside other work.
+23.14 +- 0.29 (two seeds, 1,100-1,200); 4-14 minutes a member on an idle core, 30-90
+beside other work.
 To go on elsewhere with the same code:
   git worktree add ../convcode 5861523 && mkdir -p runs/converged && \
       cp -r docs/ablations/converged/. runs/converged/
