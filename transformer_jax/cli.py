@@ -33,6 +33,7 @@ from absl import logging
 
 from transformer_jax.base.errors import UserError
 from transformer_jax.base import paths
+from transformer_jax.evaluation import console
 from transformer_jax.run import arguments
 from transformer_jax.run import exit_codes
 from transformer_jax.run import multihost
@@ -266,7 +267,7 @@ def run(argv, launcher=DEFAULT_LAUNCHER):
   if _BUFFER_LINES.value < 1:
     raise UserError(f'--buffer_lines={_BUFFER_LINES.value} must be at least 1: give the number '
                     'of lines to translate together (default 16)')
-  logging.get_absl_handler().addFilter(_OwnInfoOnly())
+  logging.get_absl_handler().addFilter(console.OwnInfoOnly())
   import tensorflow_datasets as tfds
   tfds.disable_progress_bar()
   if _MULTIHOST.value:
@@ -287,19 +288,6 @@ def start_multihost():
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   multihost.join(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                  _MULTIHOST_TIMEOUT.value)
-
-
-class _OwnInfoOnly:
-  """Lets INFO records through only from this project; libraries (orbax, tfds) say only
-  warnings, and without the tracebacks they attach (orbax logs one per failed write thread
-  before the error reaches us, which then says what failed in one line)."""
-
-  def filter(self, record) -> bool:
-    if paths.is_own_source(record.pathname):
-      return True
-    if record.exc_info or record.exc_text:
-      record.exc_info, record.exc_text = None, None
-    return record.levelno >= 30
 
 
 def _given(name: str) -> bool:

@@ -32,15 +32,21 @@ def setting(key: str, value) -> str:
   return f'config.{key} = {value!r}'
 
 
-class _OwnInfoOnly(logging.Filter):
-  """Lets INFO records through only from this project; libraries (orbax, tfds) keep to
-  warnings, as on the command line."""
+class OwnInfoOnly(logging.Filter):
+  """Lets INFO records through only from this project; libraries (orbax, tfds) say only
+  warnings, and without the tracebacks they attach (orbax logs one per failed write thread
+  before the error reaches us, which then says what failed in one line). The command line's
+  absl handler and `show_info` both use it."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno > logging.INFO or paths.is_own_source(record.pathname)
+    if paths.is_own_source(record.pathname):
+      return True
+    if record.exc_info or record.exc_text:
+      record.exc_info, record.exc_text = None, None
+    return record.levelno >= logging.WARNING
 
 
-_FILTER = _OwnInfoOnly()
+_FILTER = OwnInfoOnly()
 
 
 def show_info() -> None:
