@@ -17,7 +17,7 @@ import time
 
 from transformer_jax.sweep.reporting import report
 from transformer_jax.sweep import runner
-from transformer_jax.sweep import spec
+from transformer_jax.sweep import loading
 
 
 def main():
@@ -26,7 +26,7 @@ def main():
   parser.add_argument('--workdir', default='docs/ablations/table3_mini')
   parser.add_argument('--resamples', type=int, default=10000)
   args = parser.parse_args()
-  sweep = spec.load(args.sweep)
+  sweep = loading.load(args.sweep)
   plan = runner.Plan(sweep, args.sweep, os.path.abspath(args.workdir), ('python', 'launch.py'))
   began = time.perf_counter()
   records = report.collect(plan)

@@ -5,7 +5,7 @@ convention is in docs_commands_test.py's docstring).
 Everything is checked with the command line's own code and nothing is run: the flags absl
 knows once transformer_jax.cli is imported, their parsers, run/preflight.py's rules for flags
 that go together, paths.resolve_experiment and ml_collections for `--experiment=`,
-run/overrides.apply_overrides for `--experiment.<section>.<field>=<value>`, sweep.spec.load
+run/overrides.apply_overrides for `--experiment.<section>.<field>=<value>`, sweep.loading.load
 for `--sweep=`.
 """
 import contextlib
@@ -251,7 +251,7 @@ def check_override(config, override: str) -> Optional[str]:
 def _check_sweep(spec: str, overrides: List[str]) -> List[str]:
   if _is_placeholder(spec):
     return []
-  from transformer_jax.sweep import spec as sweep_spec
+  from transformer_jax.sweep import loading as sweep_loading
   checked = [o for o in overrides if not _is_placeholder(o)]
-  _, problem = _captured(lambda: sweep_spec.load(spec, extra=checked))
+  _, problem = _captured(lambda: sweep_loading.load(spec, extra=checked))
   return [f'--sweep={spec}: {problem}'] if problem else []

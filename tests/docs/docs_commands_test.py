@@ -22,7 +22,7 @@ word and every `--flag` must be defined by the command line (transformer_jax.cli
 must parse (`--mode=` among the modes); flags must go together (run/preflight.py: a flag the
 mode does not use, sweep flags without --sweep);
 `--experiment=` must resolve (paths.resolve_experiment) and load, variant included;
-`--sweep=` must load with the overrides (sweep.spec.load); every `--experiment.<s>.<f>=<v>`
+`--sweep=` must load with the overrides (sweep.loading.load); every `--experiment.<s>.<f>=<v>`
 must be a field of that experiment's config (of the default experiment without
 --experiment; of the run's defaults for eval/translate/...) and its value must parse
 (run/overrides.apply_overrides, the command line's own code). `python -m benchmarks.X` and

@@ -16,6 +16,7 @@ from transformer_jax.sweep import processes
 from transformer_jax.sweep.reporting import learning
 from transformer_jax.sweep.reporting import report
 from transformer_jax.sweep import runner
+from transformer_jax.sweep import loading
 from transformer_jax.sweep import spec
 
 WORDS = 'ein mann hund frau kind läuft spielt auf dem der die das im park straße ball rot'.split()
@@ -149,7 +150,7 @@ def test_tuning_grid_keeps_the_setting_with_the_lowest_validation_loss(tmp_path)
   names = [m.name for m in sweep.members()]
   assert names == ['base_seed0', 'base_seed1', 'drop_t0_seed0', 'drop_t0_seed1',
                    'drop_t1_seed0', 'drop_t1_seed1']
-  assert spec.member_overrides(sweep, sweep.members()[4])['model.dropout_rate'] == 0.3
+  assert loading.member_overrides(sweep, sweep.members()[4])['model.dropout_rate'] == 0.3
   plan = runner.Plan(sweep, 'test', str(tmp_path), ('python', 'launch.py'))
   for member in sweep.members():
     loss = 2.0 if member.tune == 1 else 2.5
@@ -167,8 +168,8 @@ def test_grid_names_and_budgets():
                                     'A_num_heads8_dropout_rate0.1', 'A_num_heads8_dropout_rate0.3']
   assert rows[3].overrides == {'model.num_heads': 8, 'model.dropout_rate': 0.3}
   sweep = Sweep('experiments/copy_task.py:smoke', rows, rows[0].name)
-  spec.check(sweep, 'test')            # every grid row is a valid, checked config
-  config = spec._base_config('experiments/copy_task.py:smoke')
+  loading.check(sweep, 'test')            # every grid row is a valid, checked config
+  config = loading.base_config('experiments/copy_task.py:smoke')
   plateau = Budget('plateau', patience=3, eval_every_steps=50, max_steps=900).overrides(config)
   assert plateau['train.early_stop_patience'] == 3 and plateau['eval.average_last'] == 4
   assert plateau['train.keep_checkpoints'] == 4 and plateau['train.num_steps'] == 900
@@ -179,7 +180,7 @@ def test_grid_names_and_budgets():
   per_step = 6 * params * config.data.tokens_per_batch
   flops = Budget('flops', flops=7.5 * per_step).overrides(config)
   assert flops == {'train.num_steps': 7}
-  wide = spec._config_with('experiments/copy_task.py:smoke', {'model.model_dim': 32}, 'w')
+  wide = loading.config_with('experiments/copy_task.py:smoke', {'model.model_dim': 32}, 'w')
   assert spec.count_params(wide) > params
   assert Budget('flops', flops=7.5 * per_step).overrides(wide)['train.num_steps'] < 7
 
@@ -188,18 +189,18 @@ def test_width_rows_scale_the_learning_rate():
   sweep = Sweep('experiments/copy_task.py:smoke',
                 [Row('base'), Row('wide', {'model.model_dim': 64}, scale_lr_with_width=True)],
                 'base', common={'optim.learning_rate': 1e-3})
-  base_dim = spec._base_config('experiments/copy_task.py:smoke').model.model_dim
-  lr = spec.member_overrides(sweep, sweep.members()[2])['optim.learning_rate']
+  base_dim = loading.base_config('experiments/copy_task.py:smoke').model.model_dim
+  lr = loading.member_overrides(sweep, sweep.members()[2])['optim.learning_rate']
   assert lr == pytest.approx(1e-3 * (base_dim / 64) ** 0.5)
-  assert 'optim.learning_rate' not in spec.member_overrides(sweep, sweep.members()[0]) or \
-      spec.member_overrides(sweep, sweep.members()[0])['optim.learning_rate'] == 1e-3
+  assert 'optim.learning_rate' not in loading.member_overrides(sweep, sweep.members()[0]) or \
+      loading.member_overrides(sweep, sweep.members()[0])['optim.learning_rate'] == 1e-3
 
 
 def test_duplicate_seeds_and_bad_comparisons_are_refused():
   with pytest.raises(UserError, match='repeats a seed'):
-    spec.check(Sweep('experiments/copy_task.py:smoke', [Row('base')], 'base', seeds=(0, 0)), 't')
+    loading.check(Sweep('experiments/copy_task.py:smoke', [Row('base')], 'base', seeds=(0, 0)), 't')
   with pytest.raises(UserError, match='compare entry'):
-    spec.check(Sweep('experiments/copy_task.py:smoke', [Row('base')], 'base',
+    loading.check(Sweep('experiments/copy_task.py:smoke', [Row('base')], 'base',
                      compare=[('base', 'nope')]), 't')
 
 
@@ -299,11 +300,11 @@ def test_sweep_files_that_do_not_return_a_sweep_and_archives_to_a_file(tmp_path)
   bad = tmp_path / 'bad.py'
   bad.write_text('def get_sweep(arg=None):\n  return {"rows": []}\n')
   with pytest.raises(UserError, match='returned dict, not a Sweep'):
-    spec.load(str(bad))
+    loading.load(str(bad))
   exits = tmp_path / 'exits.py'
   exits.write_text('import sys\nsys.exit(0)\n')
   with pytest.raises(UserError, match='SystemExit'):
-    spec.load(str(exits))
+    loading.load(str(exits))
   from transformer_jax.sweep import archive
   sweep = Sweep('experiments/copy_task.py:smoke', [Row('base')], 'base')
   plan = runner.Plan(sweep, 'test', str(tmp_path / 'run'), ('python', 'launch.py'))

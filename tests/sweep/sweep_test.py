@@ -19,7 +19,6 @@ import pytest
 from transformer_jax.base import workdir as workdir_lib
 from transformer_jax.sweep import processes
 from transformer_jax.sweep.reporting import report
-from transformer_jax.sweep import runner
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -93,12 +92,12 @@ def test_unknown_key_in_a_row_fails_before_anything_runs(tmp_path):
 ], ids=['unknown-row', 'unknown-metric', 'empty-panel', 'bad-name'])
 def test_bad_curves_fail_when_the_sweep_loads(tmp_path, monkeypatch, old, new, message):
   from transformer_jax.base.errors import UserError
-  from transformer_jax.sweep import spec
+  from transformer_jax.sweep import loading
   monkeypatch.chdir(REPO)
   assert SWEEP.count(old) == 1
   with pytest.raises(UserError, match=re.escape(message)):
-    spec.load(sweep_file(tmp_path, SWEEP.replace(old, new)))
-  assert spec.load(sweep_file(tmp_path)).curves[0].name == 'width'
+    loading.load(sweep_file(tmp_path, SWEEP.replace(old, new)))
+  assert loading.load(sweep_file(tmp_path)).curves[0].name == 'width'
 
 
 def test_curves_draw_each_series_mean_and_error_and_skip_missing_rows(tmp_path):
@@ -336,9 +335,9 @@ def test_mean_and_standard_error():
                                     'experiments/ablations/seed_claims.py',
                                     'experiments/ablations/seed_claims.py:mini'])
 def test_shipped_sweeps_load_and_every_member_config_checks(source, monkeypatch):
-  from transformer_jax.sweep import spec
+  from transformer_jax.sweep import loading
   monkeypatch.chdir(REPO)
-  sweep = spec.load(source)
+  sweep = loading.load(source)
   members = sweep.members()
   baseline = [m for m in members if m.row.name == sweep.baseline]
   assert len(baseline) >= 3 and all(len(r.seeds or sweep.seeds) >= 2 for r in sweep.rows)

@@ -1,6 +1,7 @@
 """Ablation sweeps: a base experiment, named rows of overrides, seeds; runs, resumes and reports.
 
-  spec.py       Sweep, Row, Budget, Grid (what a sweep file's get_sweep returns), loading, checks
+  spec.py       Sweep, Row, Budget, Grid (what a sweep file's get_sweep returns)
+  loading.py    reading a sweep file; checking every member's config before anything runs
   runner.py     members (row x seed) as launch.py processes: sequential, parallel, one by index
   processes.py  the member processes: start, watch, stop; cores, GPUs and memory fractions
   provenance.py the code, libraries, machine and data each member ran with

@@ -18,7 +18,7 @@ from transformer_jax.sweep import archive
 from transformer_jax.sweep import processes
 from transformer_jax.sweep.reporting import report
 from transformer_jax.sweep import runner
-from transformer_jax.sweep import spec
+from transformer_jax.sweep import loading
 
 
 def _split_of(extra: Sequence[str]) -> str:
@@ -54,7 +54,7 @@ def main(source: str, workdir: Optional[str], mode: str, *, parallel: int,
   if (mode == 'archive') != bool(archive_to):
     raise UserError('--mode=archive and --sweep_archive=DIR go together: DIR is the folder '
                     'that receives the done members\' results')
-  sweep = spec.load(source, extra)
+  sweep = loading.load(source, extra)
   plan = runner.Plan(sweep, source, os.path.abspath(workdir), tuple(launcher), tuple(extra),
                      allow_mixed=allow_mixed)
   if list_only:

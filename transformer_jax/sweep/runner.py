@@ -32,6 +32,7 @@ from transformer_jax.base.errors import UserError
 from transformer_jax.base import workdir as workdir_lib
 from transformer_jax.sweep import processes
 from transformer_jax.sweep import provenance
+from transformer_jax.sweep import loading
 from transformer_jax.sweep import spec
 from transformer_jax.train import early_stop
 
@@ -70,7 +71,7 @@ class Plan:
   def command(self, member: spec.Member, mode: str = 'train') -> List[str]:
     """The exact launch.py command of one member (train, or eval for its final result)."""
     shared = os.path.join(self.workdir, SHARED)
-    overrides = spec.member_overrides(self.sweep, member)
+    overrides = loading.member_overrides(self.sweep, member)
     overrides.update({'data.data_dir': os.path.join(shared, 'tfds'),
                       'data.tokenizer_dir': os.path.join(shared, 'tokenizer')})
     flags = [f'--experiment.{k}={spec.flag_value(v)}' for k, v in overrides.items()]
@@ -105,7 +106,7 @@ def changed_members(plan: Plan) -> List[str]:
     recorded = provenance.read(path)
     if recorded is None or 'overrides' not in recorded:
       continue
-    now = json.loads(json.dumps(spec.member_overrides(plan.sweep, member)))
+    now = json.loads(json.dumps(loading.member_overrides(plan.sweep, member)))
     if recorded['overrides'] != now:
       keys = sorted(k for k in set(now) | set(recorded['overrides'])
                     if now.get(k) != recorded['overrides'].get(k))
@@ -175,7 +176,7 @@ def run_member(plan: Plan, member: spec.Member, env: Optional[Dict[str, str]] = 
   if status(plan, member) in ('done', 'running'):   # running: another sweep process has it
     return status(plan, member)
   env = dict(os.environ if env is None else env)
-  config = spec.resolved_config(plan.sweep, member)
+  config = loading.resolved_config(plan.sweep, member)
   num_steps = config.train.num_steps
   record_path = os.path.join(folder, PROVENANCE)
   current = provenance.collect(repo_dir=plan.repo_dir(), data_paths=data_paths(config),
@@ -185,7 +186,7 @@ def run_member(plan: Plan, member: spec.Member, env: Optional[Dict[str, str]] = 
   _record_provenance(record_path, current, mixed)
   os.makedirs(os.path.join(plan.workdir, SHARED), exist_ok=True)
   record = {'sweep': plan.source, 'row': member.row.name, 'seed': member.seed,
-            'overrides': spec.member_overrides(plan.sweep, member),
+            'overrides': loading.member_overrides(plan.sweep, member),
             'train': plan.command(member), 'eval': plan.command(member, 'eval')}
   _write_json(os.path.join(folder, MEMBER), record)
   log = os.path.join(folder, 'sweep.log')
