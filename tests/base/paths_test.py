@@ -47,6 +47,16 @@ def test_default_workdir_is_runs_in_the_current_directory(tmp_path, monkeypatch)
   assert paths.default_workdir('x/multi30k.py:smoke') == str(tmp_path / 'runs' / 'multi30k_smoke')
 
 
+def test_a_path_below_the_current_directory_is_shown_relative_and_others_as_given(
+    tmp_path, monkeypatch):
+  (tmp_path / 'here' / 'runs').mkdir(parents=True)
+  monkeypatch.chdir(tmp_path / 'here')
+  assert paths.shown(str(tmp_path / 'here' / 'runs')) == 'runs'
+  assert paths.shown('runs') == 'runs'
+  assert paths.shown(str(tmp_path / 'elsewhere')) == str(tmp_path / 'elsewhere')
+  assert paths.shown('../elsewhere') == '../elsewhere'
+
+
 def test_is_own_source_covers_the_package_and_the_experiments_only():
   assert paths.is_own_source(str(REPO / 'transformer_jax' / 'trainer.py'))
   assert paths.is_own_source(SHIPPED_COPY_TASK)

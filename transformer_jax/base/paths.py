@@ -70,3 +70,10 @@ def is_own_source(filename: str) -> bool:
   """Whether `filename` is this package's or a shipped experiment's code (for log filters)."""
   path = os.path.abspath(filename)
   return any(path.startswith(str(folder) + os.sep) for folder in (PACKAGE_DIR, EXPERIMENTS_DIR))
+
+
+def shown(path: str) -> str:
+  """`path` as a command to paste should name it: relative to the working directory when it
+  lies below it (a report written here, read on another machine), else as given."""
+  relative = os.path.relpath(os.path.abspath(path))
+  return path if relative == '..' or relative.startswith('..' + os.sep) else relative

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from absl import logging
 
 from transformer_jax.base.errors import UserError
+from transformer_jax.base import paths
 from transformer_jax.sweep import provenance
 from transformer_jax.sweep.reporting import comparisons as comparisons_lib
 from transformer_jax.sweep.reporting import curves
@@ -326,7 +327,7 @@ def _underpowered_lines(comparisons, metric: str, source: str, workdir: str) -> 
                    for c, r in short)
   return [f'Underpowered at the observed Δ (seeds per arm needed for 80% power): {text}. '
           f'To add seeds, give the rows more `seeds` in the sweep file and list the new '
-          f'members with `python launch.py --sweep={source} --workdir={workdir} --sweep_list` '
+          f'members with `python launch.py --sweep={source} --workdir={paths.shown(workdir)} --sweep_list` '
           '(status pending). "Not reachable": the sentence-level noise of this test set alone '
           'keeps the power below 80% at this Δ, however many seeds; a larger test set would be '
           'needed.']
