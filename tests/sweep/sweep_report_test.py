@@ -106,6 +106,7 @@ def test_report_files_csv_seeds_and_tex_structure(fabricated):
   columns = tex.split(r'\begin{tabular}{')[1].split('}')[0]
   assert all(line.count(' & ') == len(columns) - 1 for line in body + [header.strip()])
   assert all(line.endswith(r'\\') for line in body)
+  assert header.split(' & ')[4] == r'95\% CI' and r'\textbackslash' not in tex  # escaped once
   markdown = open(os.path.join(plan.workdir, 'report.md')).read()
   assert '## Provenance' in markdown and 'aaaaaaa' in markdown
   with open(os.path.join(plan.workdir, 'report_comparisons.csv')) as f:

@@ -145,7 +145,7 @@ def _tex(text: str) -> str:
 def to_tex(sweep: spec.Sweep, rows, comparisons, metric: str, samples: int, caption: str) -> str:
   """A booktabs table: one line per row, with its comparison against the baseline."""
   against = {c['row']: c['results'].get(metric) for c in comparisons if c['ref'] == sweep.baseline}
-  head = ['row', 'seeds', f'{metric}', r'$\Delta$', '95\\% CI', '$p_\\mathrm{Holm}$']
+  head = ['row', 'seeds', f'{metric}', r'$\Delta$', '95% CI', r'$p_\mathrm{Holm}$']
   lines = [r'\begin{table}[t]', r'\centering', r'\begin{tabular}{lrrrrr}', r'\toprule',
            ' & '.join(_tex(h) if '$' not in h else h for h in head) + r' \\', r'\midrule']
   for line in rows:
