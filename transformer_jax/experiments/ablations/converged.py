@@ -22,20 +22,15 @@ seed sets initialisation, dropout and data order alike.
 
 `:smoke` is the same sweep on the copy task with a few steps (tests/sweep/sweep_test.py).
 
-Status (2026-12-08): running on the 2-core CPU (Intel Xeon), two members at a time pinned one
-per core, with the code of commit 5861523 (every member's provenance.json records it). Done
-members are archived in docs/ablations/converged/ with the partial report (14 of 21: base,
-dropout 0, dropout 0.1, N=2, and d_model 256 seeds 0-1). Validation bleu_tok_lc: base 23.67 +-
-0.17 (plateau at 1,400-1,500 steps), dropout 0 19.51 +- 0.24 (700-800), dropout 0.1 22.37 +-
-0.23 (900), N=2 22.91 +- 0.39 (1,400-1,800; not significantly below the base), d_model 256
-23.14 +- 0.29 (two seeds, 1,100-1,200); 4-14 minutes a member on an idle core, 30-90
-beside other work.
-To go on elsewhere with the same code:
-  git worktree add ../convcode 5861523 && mkdir -p runs/converged && \
-      cp -r docs/ablations/converged/. runs/converged/
-  cd ../convcode && python launch.py --sweep=experiments/ablations/converged.py \
-      --workdir=<checkout>/runs/converged --sweep_parallel=2 --sweep_pin_cores
-then archive (--mode=archive --sweep_archive=docs/ablations/converged) and report from main.
+Result (2026-12-07/08, 2-core Intel Xeon, two members at a time pinned one per core, all 21
+members on the code of commit 5861523; archive and report in docs/ablations/converged/,
+discussed in docs/ablations.md). Validation bleu_tok_lc, mean +- s.e. over 3 seeds, Δ vs base
+with its 95% interval (seeds and sentences) and Holm p: base 23.67 +- 0.17; dropout 0 19.51,
+-4.16 [-4.96, -3.35], p < 0.001; dropout 0.1 22.37, -1.30 [-2.02, -0.58], p < 0.001; N=2
+22.91, -0.76 [-1.48, -0.03], p 0.16; d_model 256 23.05, -0.62 [-1.35, +0.10], p 0.26; h=1
+24.30, +0.63 [-0.07, +1.34], p 0.26; h=8 23.16, -0.51 [-1.21, +0.20], p 0.26. Every member
+stopped on the plateau rule (700-1,800 steps), none at the cap; 8-45 minutes a member on a
+pinned core.
 """
 from transformer_jax.experiments.ablations import budgets
 from transformer_jax.sweep import Budget
