@@ -33,7 +33,7 @@ def width_scaled_lr(sweep: spec.Sweep, config) -> float:
   """The baseline's peak learning rate times (d_model of the baseline / d_model of the row)
   ** 0.5: the paper's d_model^-0.5 rule applied to a row whose learning rate is set."""
   base = config_with(sweep.experiment, {**sweep.common, **sweep.row(sweep.baseline).overrides},
-                      sweep.baseline)
+                     sweep.baseline)
   if base.optim.learning_rate is None:
     raise UserError('scale_lr_with_width: the baseline has no optim.learning_rate (the '
                     'paper\'s rule already scales it with d_model): drop scale_lr_with_width')
@@ -49,7 +49,8 @@ def config_with(experiment: str, overrides: Mapping[str, Any], row: str):
       config[section][field] = value
     except (KeyError, AttributeError, TypeError, ValueError):
       raise UserError(f'row {row!r}: {key}={value!r} is not a field of {experiment} with that '
-                      'type: use a key of its get_config() (see transformer_jax/run/defaults.py)') from None
+                      'type: use a key of its get_config() (see transformer_jax/run/defaults.py)'
+                      ) from None
   return config
 
 

@@ -30,9 +30,9 @@ from typing import Dict, List, Optional, Sequence
 
 from transformer_jax.base.errors import UserError
 from transformer_jax.base import workdir as workdir_lib
+from transformer_jax.sweep import loading
 from transformer_jax.sweep import processes
 from transformer_jax.sweep import provenance
-from transformer_jax.sweep import loading
 from transformer_jax.sweep import spec
 from transformer_jax.train import early_stop
 

@@ -245,8 +245,3 @@ def flag_value(value: Any) -> str:
   if isinstance(value, float) and value == int(value) and math.isfinite(value):
     return repr(value)
   return str(value)
-
-
-def summary(sweep: Sweep) -> Tuple[int, int]:
-  """(rows, members)."""
-  return len(sweep.rows), len(sweep.members())
