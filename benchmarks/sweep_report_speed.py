@@ -15,9 +15,10 @@ import json
 import os
 import time
 
+from transformer_jax.sweep import loading
+from transformer_jax.sweep.reporting import records as records_lib
 from transformer_jax.sweep.reporting import report
 from transformer_jax.sweep import runner
-from transformer_jax.sweep import loading
 
 
 def main():
@@ -29,7 +30,7 @@ def main():
   sweep = loading.load(args.sweep)
   plan = runner.Plan(sweep, args.sweep, os.path.abspath(args.workdir), ('python', 'launch.py'))
   began = time.perf_counter()
-  records = report.collect(plan)
+  records = records_lib.collect(plan)
   collected = time.perf_counter()
   rows, comparisons, metrics = report.summarize(sweep, records, args.resamples)
   done = time.perf_counter()

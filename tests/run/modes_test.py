@@ -18,7 +18,7 @@ from transformer_jax.evaluation import evaluators as evaluation
 from transformer_jax.experiments import copy_task
 from transformer_jax.pretrained import restored
 from transformer_jax.run import modes
-from transformer_jax.sweep.reporting import report
+from transformer_jax.sweep.reporting import records as records_lib
 from transformer_jax.train import validation
 
 MAX_LEN = 12
@@ -153,7 +153,7 @@ def test_other_search_settings_keep_their_own_files_and_the_same_settings_rewrit
   same = glob.glob(eval_path(workdir, default, name='*'))
   assert same == [eval_path(workdir, default)], same
   # The sweep report's glob (eval/<split>_step*_avg*.json) still finds them.
-  stem = report.eval_files(workdir, 'validation')
+  stem = records_lib.eval_files(workdir, 'validation')
   assert stem and os.path.basename(stem).startswith('validation_step2_avg1_greedy_'), stem
   assert stem.endswith('_' + again['settings_digest'])    # the newest
 

@@ -12,11 +12,12 @@ import pytest
 from transformer_jax.base.errors import UserError
 from transformer_jax.evaluation import bleu
 from transformer_jax.sweep import Budget, Grid, Row, Sweep
+from transformer_jax.sweep import loading
 from transformer_jax.sweep import processes
 from transformer_jax.sweep.reporting import learning
+from transformer_jax.sweep.reporting import records as records_lib
 from transformer_jax.sweep.reporting import report
 from transformer_jax.sweep import runner
-from transformer_jax.sweep import loading
 from transformer_jax.sweep import spec
 
 WORDS = 'ein mann hund frau kind läuft spielt auf dem der die das im park straße ball rot'.split()
@@ -75,7 +76,7 @@ def fabricated(tmp_path):
 
 def test_delta_uses_the_reported_metric_and_every_seed(fabricated):
   plan, values = fabricated
-  records = report.collect(plan)
+  records = records_lib.collect(plan)
   rows, comparisons, metrics = report.summarize(plan.sweep, records, samples=500)
   assert metrics[0] == 'bleu_tok_lc'
   base = sum(values[('base', s)] for s in (0, 1, 2)) / 3
@@ -121,11 +122,11 @@ def test_mixed_code_is_refused_in_one_line_and_marked_when_allowed(fabricated):
   record['code']['commit'] = 'b' * 40
   json.dump(record, open(path, 'w'))
   with pytest.raises(UserError) as error:
-    report.summarize(plan.sweep, report.collect(plan), samples=200)
+    report.summarize(plan.sweep, records_lib.collect(plan), samples=200)
   message = str(error.value)
   assert '\n' not in message and 'commit aaaaaaa vs bbbbbbb' in message
   assert '--sweep_allow_mixed' in message
-  _, comparisons, _ = report.summarize(plan.sweep, report.collect(plan), samples=200,
+  _, comparisons, _ = report.summarize(plan.sweep, records_lib.collect(plan), samples=200,
                                        allow_mixed=True)
   assert comparisons[0]['mixed_mark'] == '†'
 
@@ -157,7 +158,7 @@ def test_tuning_grid_keeps_the_setting_with_the_lowest_validation_loss(tmp_path)
     loss = 2.0 if member.tune == 1 else 2.5
     _member(tmp_path, member.name, member.row.name, member.seed, _noisy(rng, refs, 0.6), refs,
             curve=(3.0, loss + 0.1, loss))
-  rows, _, _ = report.summarize(sweep, report.collect(plan), samples=200)
+  rows, _, _ = report.summarize(sweep, records_lib.collect(plan), samples=200)
   drop = next(line for line in rows if line['row'] == 'drop')
   assert drop['members'] == ['drop_t1_seed0', 'drop_t1_seed1']
   assert 'tuned: dropout_rate=0.3' in drop['note']
@@ -274,7 +275,7 @@ def test_report_over_several_sweep_folders_pools_the_shared_baseline(fabricated,
   for row, seed, keep in (('base', 3, 0.5), ('good', 0, 0.6), ('good', 1, 0.6)):
     extra[(row, seed)] = _member(other, f'{row}_seed{seed}', row, seed,
                                  _noisy(rng, refs, keep), refs)['bleu_tok_lc']
-  records = report.collect(plan, also=[str(other)])
+  records = records_lib.collect(plan, also=[str(other)])
   rows, comparisons, _ = report.summarize(plan.sweep, records, samples=200)
   by_row = {line['row']: line for line in rows}
   assert by_row['base']['seeds'] == 4                        # 3 here + 1 there

@@ -7,7 +7,8 @@
   provenance.py the code, libraries, machine and data each member ran with
   archive.py    finished members' results without checkpoints, to keep and resume elsewhere
   commands.py   what launch.py --sweep does in each mode (list, one member, all, report, archive)
-  reporting/    the report: statistics over seeds and sentences, comparisons, curves, tables
+  reporting/    the report: members' records, statistics over seeds and sentences, comparisons,
+                curves, tables
 """
 from transformer_jax.sweep.spec import Budget
 from transformer_jax.sweep.spec import Curves

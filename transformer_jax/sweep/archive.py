@@ -29,7 +29,7 @@ from typing import List
 from transformer_jax.base.errors import UserError
 from transformer_jax.base import workdir as workdir_lib
 from transformer_jax.sweep import provenance
-from transformer_jax.sweep.reporting import report
+from transformer_jax.sweep.reporting import records as records_lib
 from transformer_jax.sweep import runner
 from transformer_jax.train import early_stop
 
@@ -45,8 +45,8 @@ SHARED_FOLDERS = ('tokenizer',)
 def _record_references(plan: runner.Plan, done, destination: str) -> None:
   """shared/references.json: per split, the checksum and line count of the references the
   members were scored against and the data settings that find them again, so the report can
-  recompute every p-value from the archive and the raw data (report._references_from_data)."""
-  path = os.path.join(destination, runner.SHARED, report.REFERENCES)
+  recompute every p-value from the archive and the raw data (records.py in sweep/reporting)."""
+  path = os.path.join(destination, runner.SHARED, records_lib.REFERENCES)
   recorded = provenance.read(path) or {}
   for member in done:
     folder = plan.member_dir(member)
@@ -56,8 +56,8 @@ def _record_references(plan: runner.Plan, done, destination: str) -> None:
         continue
       with open(ref, encoding='utf-8') as f:
         lines = [line.rstrip('\n') for line in f]
-      data = report.member_data_config(folder)
-      recorded[split] = {'sha256': report.references_digest(lines), 'lines': len(lines),
+      data = records_lib.member_data_config(folder)
+      recorded[split] = {'sha256': records_lib.references_digest(lines), 'lines': len(lines),
                          'data': {k: data.get(k) for k in ('dataset', 'raw_dir', 'source_lang',
                                                            'target_lang')}}
   if recorded:

@@ -15,10 +15,11 @@ from absl import logging
 
 from transformer_jax.base.errors import UserError
 from transformer_jax.sweep import archive
+from transformer_jax.sweep import loading
 from transformer_jax.sweep import processes
+from transformer_jax.sweep.reporting import records as records_lib
 from transformer_jax.sweep.reporting import report
 from transformer_jax.sweep import runner
-from transformer_jax.sweep import loading
 
 
 def _split_of(extra: Sequence[str]) -> str:
@@ -30,7 +31,7 @@ def _evaluate_split(plan: runner.Plan, split: str) -> None:
   """Evaluates every done member on `split` where that evaluation is missing (test on demand)."""
   for member in plan.sweep.members():
     folder = plan.member_dir(member)
-    if runner.status(plan, member) != 'done' or report.eval_files(folder, split):
+    if runner.status(plan, member) != 'done' or records_lib.eval_files(folder, split):
       continue
     logging.info('evaluating %s on %s', member.name, split)
     command = plan.command(member, 'eval')

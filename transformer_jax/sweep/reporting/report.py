@@ -6,7 +6,7 @@ whether it was still improving (learning.py); the provenance of every member (pr
 
 Reads each done member's averaged evaluation (`--mode=eval` writes
 `eval/<split>_step<N>_avg<K>_<decoding>[_partial..]_<digest>.{json,hyp.txt,ref.txt}`), its
-metrics.jsonl and its provenance.json, and writes in the sweep's folder:
+metrics.jsonl and its provenance.json (records.py), and writes in the sweep's folder:
   report.md / report.tex     the tables (markdown; LaTeX booktabs)
   report.csv                 one line per row, each seed's value included
   report_comparisons.csv     one line per comparison and metric, every test
@@ -16,12 +16,10 @@ metrics.jsonl and its provenance.json, and writes in the sweep's folder:
 Members that ran with other code or library versions are not pooled in a row or a
 comparison (UserError, exit 2) unless --sweep_allow_mixed, which marks them (†).
 """
-import glob
-import hashlib
 import json
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 from absl import logging
 
@@ -31,12 +29,10 @@ from transformer_jax.sweep import provenance
 from transformer_jax.sweep.reporting import comparisons as comparisons_lib
 from transformer_jax.sweep.reporting import curves
 from transformer_jax.sweep.reporting import learning
+from transformer_jax.sweep.reporting import records as records_lib
 from transformer_jax.sweep.reporting import tables
 from transformer_jax.sweep import runner
 from transformer_jax.sweep import spec
-
-REFERENCES = 'references.json'    # in <sweep>/shared/: checksums of each split's references
-
 
 def mean_and_error(values: Sequence[float]):
   """(mean, standard error) of `values`; the error is None for fewer than two values."""
@@ -48,139 +44,6 @@ def mean_and_error(values: Sequence[float]):
     return mean, None
   variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
   return mean, math.sqrt(variance / len(values))
-
-
-def eval_files(folder: str, split: str) -> Optional[str]:
-  """The stem of the member's newest complete averaged evaluation of `split`; a partial one
-  (`eval.max_batches` > 0, as smoke experiments have) only when there is no complete one."""
-  found = sorted(glob.glob(os.path.join(folder, 'eval', f'{split}_step*_avg*.json')),
-                 key=lambda p: ('_partial' not in os.path.basename(p), os.path.getmtime(p)))
-  return found[-1][:-len('.json')] if found else None
-
-
-def _read_lines(path: str) -> Optional[List[str]]:
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding='utf-8') as f:
-    return [line.rstrip('\n') for line in f]
-
-
-def _member_records(workdir: str, members, split: str, source: str,
-                    damaged: List[str]) -> List[Dict[str, Any]]:
-  records = []
-  for row_name, seed_label, folder, tune in members:
-    stem = eval_files(folder, split)
-    if stem is None:
-      continue
-    try:
-      with open(stem + '.json', encoding='utf-8') as f:
-        metrics = json.load(f)
-      if not isinstance(metrics, dict):
-        raise ValueError('not a JSON object')
-    except (OSError, ValueError) as e:      # reported as damaged; the others are reported
-      damaged.append(f'{os.path.basename(folder)} ({os.path.basename(stem)}.json: '
-                     f'{type(e).__name__}; evaluate it again with --mode=eval '
-                     f'--workdir={folder})')
-      continue
-    log = learning.read_log(folder)
-    metrics.update(grad_norm_start=log['grad_norm_start'], grad_norm_end=log['grad_norm_end'])
-    records.append({'row': row_name, 'seed': seed_label, 'tune': tune,
-                    'member': os.path.basename(folder),
-                    'folder': folder, 'source': source, 'metrics': metrics, 'log': log,
-                    'hypotheses': _read_lines(stem + '.hyp.txt'),
-                    'references': _read_lines(stem + '.ref.txt'), 'minutes': log['minutes'],
-                    'stem': stem, 'partial': '_partial' in os.path.basename(stem),
-                    'provenance': provenance.read(os.path.join(folder, runner.PROVENANCE))})
-  return records
-
-
-def collect(plan: runner.Plan, split: str = 'validation', also: Sequence[str] = (),
-            damaged: Optional[List[str]] = None) -> List[Dict[str, Any]]:
-  """One record per done member of the sweep (and of the sweep folders `also`, whose rows
-  join the report: their baseline row pools with this sweep's, other rows of the same name
-  are prefixed with their folder's name)."""
-  members = [(m.row.name, m.name[len(m.row.name) + 1:], plan.member_dir(m), m.tune)
-             for m in plan.sweep.members() if runner.status(plan, m) == 'done']
-  damaged = [] if damaged is None else damaged
-  records = _member_records(plan.workdir, members, split, plan.workdir, damaged)
-  for other in also:
-    records += _member_records(other, _done_members(other, plan.sweep), split, other, damaged)
-  _share_references(records)
-  _references_from_data(plan, records, split)
-  return records
-
-
-def _done_members(folder: str, sweep: spec.Sweep):
-  """(row, seed label, folder) of the done members of another sweep's folder."""
-  if not os.path.isdir(folder):
-    raise UserError(f'--sweep_also={folder} is not a folder: give a sweep\'s workdir')
-  found = []
-  for name in sorted(os.listdir(folder)):
-    path = os.path.join(folder, name)
-    member = provenance.read(os.path.join(path, runner.MEMBER)) if os.path.isdir(path) else None
-    if member is None or not os.path.exists(os.path.join(path, runner.DONE)):
-      continue
-    row = member['row']
-    if row != sweep.baseline and row in {r.name for r in sweep.rows}:
-      row = f'{os.path.basename(os.path.normpath(folder))}:{row}'
-    found.append((row, name[len(member['row']) + 1:], path, None))
-  return found
-
-
-def _share_references(records) -> None:
-  """Members without a ref.txt (restored from an archive, which leaves the data set's
-  sentences behind) take the references of the members that have them, when those all agree
-  and have as many lines as the member's hypotheses: every member is evaluated on one split."""
-  present = [r['references'] for r in records if r['references'] is not None]
-  if not present or any(refs != present[0] for refs in present[1:]):
-    return
-  for record in records:
-    if record['references'] is None and len(record['hypotheses'] or ()) == len(present[0]):
-      record['references'] = present[0]
-
-
-def references_digest(references: Sequence[str]) -> str:
-  return hashlib.sha256('\n'.join(references).encode('utf-8')).hexdigest()
-
-
-def member_data_config(folder: str) -> Dict[str, Any]:
-  """The `data` section of a member's config.json ({} when it is missing or unreadable)."""
-  try:
-    with open(os.path.join(folder, 'config.json'), encoding='utf-8') as f:
-      data = json.load(f).get('data', {})
-  except (OSError, ValueError, AttributeError):
-    return {}
-  return data if isinstance(data, dict) else {}
-
-
-def _references_from_data(plan: runner.Plan, records, split: str) -> None:
-  """References no member has: read from the data the members' config.json names (an
-  archive), checked against the archive's recorded checksum when there is one."""
-  missing = [r for r in records if r['references'] is None and r['hypotheses']]
-  if not missing:
-    return
-  data = member_data_config(missing[0]['folder'])
-  if data.get('dataset') != 'multi30k' or not os.path.isdir(data.get('raw_dir', '')):
-    return
-  from transformer_jax.data.sources import multi30k
-  _, references = multi30k.load_text_split(data['raw_dir'], split, data['source_lang'],
-                                           data['target_lang'])
-  path = os.path.join(plan.workdir, runner.SHARED, REFERENCES)
-  known = provenance.read(path) or {}
-  recorded = known.get(split)
-  if recorded and recorded['sha256'] != references_digest(references):
-    raise UserError(f'the {split} references in {data["raw_dir"]} differ from those the archive '
-                    f'{plan.workdir} was evaluated on (checksum): point data.raw_dir at the '
-                    'original data')
-  if not recorded:      # an archive from before checksums: record what was used from now on
-    known[split] = {'sha256': references_digest(references), 'lines': len(references),
-                    'data': {k: data.get(k) for k in ('dataset', 'raw_dir', 'source_lang',
-                                                      'target_lang')}}
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    provenance.write(path, known)
-  for record in missing:
-    if len(record['hypotheses']) == len(references):
-      record['references'] = references
 
 
 def _metric_names(sweep: spec.Sweep, records) -> List[str]:
@@ -327,7 +190,8 @@ def _underpowered_lines(comparisons, metric: str, source: str, workdir: str) -> 
                    for c, r in short)
   return [f'Underpowered at the observed Δ (seeds per arm needed for 80% power): {text}. '
           f'To add seeds, give the rows more `seeds` in the sweep file and list the new '
-          f'members with `python launch.py --sweep={source} --workdir={paths.shown(workdir)} --sweep_list` '
+          f'members with `python launch.py --sweep={source} --workdir={paths.shown(workdir)} '
+          '--sweep_list` '
           '(status pending). "Not reachable": the sentence-level noise of this test set alone '
           'keeps the power below 80% at this Δ, however many seeds; a larger test set would be '
           'needed.']
@@ -340,13 +204,13 @@ def write(plan: runner.Plan, split: str = 'validation', samples: int = 10000,
     raise UserError(f'--sweep_resamples={samples} is too few for a 95% interval: give 1000 or '
                     'more (default 10000)')
   damaged: List[str] = []
-  records = collect(plan, split, also, damaged)
+  records = records_lib.collect(plan, split, also, damaged)
   for line in damaged:
     logging.warning('sweep report: member %s is damaged and left out', line)
   if not records:
     raise UserError(f'no finished member of {plan.source} in {plan.workdir} has a {split} '
                     'evaluation yet: run the sweep first')
-  lang = member_data_config(records[0]['folder']).get('target_lang', 'de')
+  lang = records_lib.member_data_config(records[0]['folder']).get('target_lang', 'de')
   rows, comparisons, metrics = summarize(plan.sweep, records, samples, plan.allow_mixed, lang)
   metric = metrics[0]
   averaged = sorted({r['metrics'].get('checkpoints_averaged',
